@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One prepared GPU check for a lent device machine (under 8 minutes): install, run the gpu tests, run the
+# GPU speed sweep; logs and JSON go to $OUT (default: bench/results/gpu-check). Usage: bash bench/gpu_check.sh
+set -uo pipefail
+OUT=${OUT:-bench/results/gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  git rev-parse HEAD 2>/dev/null || true
+} 2>&1 | tee "$OUT/environment.txt"
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
+timeout 240 python3 -m pytest -m gpu tests -q -x 2>&1 | tee "$OUT/gpu-tests.log"
+tests_rc=${PIPESTATUS[0]}
+timeout 180 python3 bench/gpu_speed.py --out-dir "$OUT" 2>&1 | tee "$OUT/gpu-speed.log"
+echo "gpu tests exit code: $tests_rc"
+exit "$tests_rc"

@@ -1,0 +1,129 @@
+"""Argument checks shared by the public functions. Each error names the argument at fault."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+REFERENCE_DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 only on the reference and torch backends
+
+
+def unpack_lm_head(lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight (V, D), bias (V,) or None) from a tensor or an ``nn.Linear``-like module."""
+    if isinstance(lm_head, torch.nn.Module):
+        weight = getattr(lm_head, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"lm_head: a module must have a 'weight' tensor, got {type(lm_head).__name__}")
+        module_bias = getattr(lm_head, "bias", None)
+        if module_bias is not None and bias is not None:
+            raise ValueError("bias: lm_head already has a bias; pass it only once")
+        return weight, bias if module_bias is None else module_bias
+    if not isinstance(lm_head, torch.Tensor):
+        raise TypeError(f"lm_head must be a (V, D) tensor or an nn.Linear, got {type(lm_head).__name__}")
+    return lm_head, bias
+
+
+def check_head(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, backend: str) -> None:
+    allowed = FLOAT_DTYPES if backend == "triton" else REFERENCE_DTYPES
+    if hidden.dtype not in allowed:
+        raise TypeError(f"hidden: dtype must be one of {allowed} on backend {backend!r}, got {hidden.dtype}")
+    if weight.dim() != 2:
+        raise ValueError(f"lm_head must be 2-D (V, D), got shape {tuple(weight.shape)}")
+    if weight.shape[0] == 0:
+        raise ValueError("lm_head has no rows (V = 0)")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"lm_head dtype {weight.dtype} differs from hidden dtype {hidden.dtype}; cast one of them")
+    if hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(f"hidden has D={hidden.shape[-1]} features but lm_head has D={weight.shape[1]}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or not bias.dtype.is_floating_point:
+            raise TypeError("bias must be a floating-point tensor")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"all tensors must be on one device: {listing}")
+
+
+def check_integer_tensor(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be an integer tensor, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype, got {t.dtype}")
+
+
+def check_token_range(name: str, values: torch.Tensor, vocab: int, allow_negative: bool = False) -> None:
+    """``values`` (any shape) must lie in [0, vocab) (or be negative, when allowed)."""
+    if values.numel() == 0:
+        return
+    low, high = int(values.min()), int(values.max())
+    if high >= vocab or (low < 0 and not allow_negative):
+        raise ValueError(f"{name} must lie in [0, {vocab}) (the LM head's rows), found values in [{low}, {high}]")
+
+
+def positive_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def optional_positive_float(name: str, value: object) -> float | None:
+    return None if value is None else positive_float(name, value)
+
+
+def check_gamma_beta(gamma: object, beta: object) -> tuple[float, float]:
+    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
+        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
+    if isinstance(beta, bool) or not isinstance(beta, Real) or not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    return float(gamma), float(beta)
+
+
+def row_lengths(attention_mask: torch.Tensor | None, batch: int, seq_len: int, device: torch.device) -> list[int]:
+    """Real length of each row from a right-padded 0/1 mask (B, T); all T when there is no mask."""
+    if attention_mask is None:
+        return [seq_len] * batch
+    if not isinstance(attention_mask, torch.Tensor):
+        raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+    if tuple(attention_mask.shape) != (batch, seq_len):
+        raise ValueError(f"attention_mask must have the shape of ids {(batch, seq_len)}, got {tuple(attention_mask.shape)}")
+    if attention_mask.device != device:
+        raise ValueError(f"attention_mask is on {attention_mask.device} but ids is on {device}")
+    mask = attention_mask.to(torch.int64)
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("attention_mask must hold only 0 and 1")
+    lengths = mask.sum(dim=1)
+    positions = torch.arange(seq_len, device=device)
+    if not bool((mask == (positions[None, :] < lengths[:, None])).all()):
+        raise ValueError("attention_mask must be right-padded: each row's ones first, then zeros")
+    return lengths.tolist()
+
+
+def prompt_lengths(prompt_len: object, lengths: list[int]) -> list[int]:
+    """One response start per row from an int, a sequence or a (B,) tensor, each in [1, row length]."""
+    batch = len(lengths)
+    if isinstance(prompt_len, torch.Tensor):
+        if prompt_len.dtype.is_floating_point or prompt_len.dtype == torch.bool:
+            raise TypeError(f"prompt_len must hold integers, got dtype {prompt_len.dtype}")
+        if prompt_len.dim() > 1:
+            raise ValueError(f"prompt_len must be an int or have shape (B,), got shape {tuple(prompt_len.shape)}")
+        values = [int(prompt_len)] * batch if prompt_len.dim() == 0 else prompt_len.tolist()
+    elif isinstance(prompt_len, Integral) and not isinstance(prompt_len, bool):
+        values = [int(prompt_len)] * batch
+    elif isinstance(prompt_len, (list, tuple)) and all(isinstance(p, Integral) and not isinstance(p, bool) for p in prompt_len):
+        values = [int(p) for p in prompt_len]
+    else:
+        raise TypeError(f"prompt_len must be an int or a sequence / tensor of B ints, got {prompt_len!r}")
+    if len(values) != batch:
+        raise ValueError(f"prompt_len has {len(values)} entries for a batch of {batch} rows")
+    for b, (p, n) in enumerate(zip(values, lengths)):
+        if not 1 <= p <= n:
+            raise ValueError(f"prompt_len[{b}] = {p} must lie in [1, {n}] (row {b}'s real length)")
+    return values

@@ -1,0 +1,79 @@
+"""The built-in default job: score one long sequence with a Qwen3-4B-shaped LM head (random weights), once
+logits-free with ``fused_endogenous_reward`` and once the naive way (materialized logits), and print time and
+peak extra memory side by side. Each method runs in a fresh process so its memory peak is its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ._memory import in_fresh_process, measure
+from .api import fused_endogenous_reward
+from .cpu import cpu_model
+
+METHODS = {"endokernel": "auto", "naive": "reference"}  # method -> backend
+
+
+@dataclass
+class JobResult:
+    method: str
+    backend: str
+    seconds: float
+    extra_bytes: int
+    reward: float
+
+
+def random_inputs(tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """hidden (tokens, dim), lm_head (vocab, dim) and ids (tokens,), filled in chunks so that building them
+    leaves no transient memory peak. Logits come out with a standard deviation of about 3."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    hidden = torch.empty(tokens, dim, dtype=dtype, device=device)
+    weight = torch.empty(vocab, dim, dtype=dtype, device=device)
+    for part in (*hidden.split(4096), *weight.split(4096)):
+        part.copy_(torch.randn(part.shape, generator=g, device=device))
+    weight.mul_(3.0 / dim**0.5)
+    ids = torch.randint(0, vocab, (tokens,), generator=g, device=device)
+    return hidden, weight, ids
+
+
+def run_job(method: str, tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: str, seed: int = 0) -> JobResult:
+    """Build the inputs, then time one scoring call with ``method`` ('endokernel' or 'naive')."""
+    dev = torch.device(device)
+    hidden, weight, ids = random_inputs(tokens, dim, vocab, dtype, dev, seed)
+    backend = METHODS[method]
+
+    def score():
+        return fused_endogenous_reward(hidden, weight, ids, prompt_len=max(1, tokens // 4), backend=backend)
+
+    reward, seconds, extra = measure(score, dev)
+    return JobResult(method, backend, seconds, extra, float(reward))
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    from .cpu import has_native_bf16
+
+    return torch.bfloat16 if device.type == "cuda" or has_native_bf16() else torch.float32
+
+
+def main(tokens: int, dim: int, vocab: int, dtype: torch.dtype | None, device: str | None, methods: list[str]) -> list[JobResult]:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or default_dtype(dev)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+    print(f"endogenous reward of one {tokens}-token sequence, LM head V={vocab} x D={dim} (random weights), "
+          f"{str(dtype).removeprefix('torch.')} on {where}")
+    print(f"the logits would take {tokens * vocab * 4 / 2**30:.2f} GiB in float32\n")
+    print(f"{'method':<12} {'backend':<10} {'time (s)':>9} {'peak extra memory (MiB)':>24} {'reward':>14}")
+    results = []
+    for method in methods:
+        result = in_fresh_process(run_job, method, tokens, dim, vocab, dtype, str(dev))
+        results.append(result)
+        print(f"{result.method:<12} {result.backend:<10} {result.seconds:>9.2f} "
+              f"{result.extra_bytes / 2**20:>24.1f} {result.reward:>14.4f}", flush=True)
+    if len(results) > 1:
+        base = results[0]
+        for other in results[1:]:
+            print(f"\n{other.method} / {base.method}: {other.seconds / base.seconds:.2f}x time, "
+                  f"{other.extra_bytes / max(base.extra_bytes, 1):.0f}x memory; "
+                  f"rewards differ by {abs(other.reward - base.reward) / max(abs(other.reward), 1e-30):.1e} (relative)")
+    return results

@@ -1,0 +1,29 @@
+"""The torch path scores inputs whose logits would take > 2 GB with a small memory peak (fresh processes)."""
+
+import sys
+
+import pytest
+import torch
+
+from endokernel._memory import in_fresh_process
+from endokernel.demo import run_job
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for resident memory")
+
+MiB = 2**20
+
+
+def test_logits_free_peak_memory_is_far_below_the_logits():
+    tokens, vocab = 8192, 65536
+    logits_bytes = tokens * vocab * 4  # 2 GiB in float32
+    result = in_fresh_process(run_job, "endokernel", tokens, 64, vocab, torch.float32, "cpu")
+    assert result.backend == "auto"
+    assert result.extra_bytes < logits_bytes / 32, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
+
+
+def test_measurement_sees_materialized_logits():
+    """The same measurement on the naive path must see its logits, or the test above proves nothing."""
+    tokens, vocab = 2048, 65536
+    scored_logits_bytes = (tokens - tokens // 4) * vocab * 4  # positions after the prompt, float32
+    result = in_fresh_process(run_job, "naive", tokens, 64, vocab, torch.float32, "cpu")
+    assert result.extra_bytes > scored_logits_bytes, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
