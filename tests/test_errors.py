@@ -1,5 +1,9 @@
 """Bad input raises a clear error that names the argument at fault."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -88,3 +92,12 @@ def test_token_statistics_errors():
         token_statistics(hidden, head, torch.zeros(5, dtype=torch.long))
     with pytest.raises(TypeError, match="targets must have an integer dtype"):
         token_statistics(hidden, head, torch.zeros(4))
+
+
+def test_triton_on_cpu_without_the_interpreter_says_what_to_set():
+    pytest.importorskip("triton")
+    code = ("import torch, endokernel; endokernel.fused_endogenous_reward("
+            "torch.randn(4, 8), torch.randn(16, 8), torch.zeros(4, dtype=torch.long), backend='triton')")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "TRITON_INTERPRET=1" in done.stderr, done.stderr[-2000:]
