@@ -31,7 +31,7 @@ def partial_stats_kernel(
     INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    split = tl.program_id(1).to(tl.int64)
+    split = tl.program_id(1)
     offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     t_mask = offs_t < num_positions
     rows = tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64)
@@ -45,9 +45,9 @@ def partial_stats_kernel(
     run_sum = tl.zeros((BLOCK_T,), tl.float32)
     chosen = tl.zeros((BLOCK_T,), tl.float32)
     for v0 in range(v_begin, v_end, BLOCK_V):
-        offs_v = v0 + tl.arange(0, BLOCK_V).to(tl.int64)
+        offs_v = v0 + tl.arange(0, BLOCK_V)  # int32 indices (V < 2**31), int64 element offsets
         v_mask = offs_v < v_end
-        w_cols = weight_ptr + offs_v * stride_wv
+        w_cols = weight_ptr + offs_v.to(tl.int64) * stride_wv
 
         logits = tl.zeros((BLOCK_T, BLOCK_V), tl.float32)
         for d0 in range(0, dim, BLOCK_D):
@@ -81,7 +81,7 @@ def partial_stats_kernel(
         run_sum = run_sum * tl.exp2((run_max - new_max) * log2e_over_alpha) + tile_sum
         run_max = new_max
 
-    out = split * num_positions + offs_t
+    out = split.to(tl.int64) * num_positions + offs_t
     tl.store(part_max_ptr + out, run_max, mask=t_mask)
     tl.store(part_sum_ptr + out, run_sum, mask=t_mask)
     tl.store(part_chosen_ptr + out, chosen, mask=t_mask)
