@@ -1,38 +1,25 @@
-"""Command line: ``endokernel demo`` (the built-in default job)."""
+"""Command line: ``endokernel <command>``. Each command lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args)``; this table is the only place that lists them."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
-import torch
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+COMMANDS = {  # name -> (module, one-line help)
+    "demo": ("endokernel.demo", "score one long sequence logits-free and naively; print time and memory"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="endokernel", description=__doc__)
+    parser = argparse.ArgumentParser(prog="endokernel", description="The endogenous reward, without logits.")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="score one long sequence logits-free and naively; print time and memory")
-    demo.add_argument("--tokens", type=int, default=2048, help="sequence length (default 2048)")
-    demo.add_argument("--dim", type=int, default=2560, help="hidden size D (default 2560, Qwen3-4B)")
-    demo.add_argument("--vocab", type=int, default=151936, help="vocabulary V (default 151936, Qwen3)")
-    demo.add_argument("--dtype", choices=DTYPES, default=None,
-                      help="default: bfloat16 on GPUs and CPUs with bf16 units, else float32")
-    demo.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    demo.add_argument("--methods", default="endokernel,naive", help="comma-separated: endokernel, naive")
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        modules[name] = importlib.import_module(module_name)
+        modules[name].add_arguments(commands.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-
-    if args.command == "demo":
-        from .demo import METHODS, main as demo_main
-
-        methods = args.methods.split(",")
-        unknown = set(methods) - set(METHODS)
-        if unknown:
-            parser.error(f"--methods: unknown {sorted(unknown)}; choose from {sorted(METHODS)}")
-        for name in ("tokens", "dim", "vocab"):
-            if getattr(args, name) < 1:
-                parser.error(f"--{name} must be >= 1")
-        demo_main(args.tokens, args.dim, args.vocab, DTYPES.get(args.dtype), args.device, methods)
+    modules[args.command].run(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ peak extra memory side by side. Each method runs in a fresh process so its memor
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
@@ -77,3 +78,27 @@ def main(tokens: int, dim: int, vocab: int, dtype: torch.dtype | None, device: s
                   f"{other.extra_bytes / max(base.extra_bytes, 1):.0f}x memory; "
                   f"rewards differ by {abs(other.reward - base.reward) / max(abs(other.reward), 1e-30):.1e} (relative)")
     return results
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokens", type=int, default=2048, help="sequence length (default 2048)")
+    parser.add_argument("--dim", type=int, default=2560, help="hidden size D (default 2560, Qwen3-4B)")
+    parser.add_argument("--vocab", type=int, default=151936, help="vocabulary V (default 151936, Qwen3)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="default: bfloat16 on GPUs and CPUs with bf16 units, else float32")
+    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--methods", default="endokernel,naive", help="comma-separated: endokernel, naive")
+
+
+def run(args: argparse.Namespace) -> None:
+    methods = args.methods.split(",")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"endokernel demo: --methods: unknown {sorted(unknown)}; choose from {sorted(METHODS)}")
+    for name in ("tokens", "dim", "vocab"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"endokernel demo: --{name} must be >= 1")
+    main(args.tokens, args.dim, args.vocab, DTYPES.get(args.dtype), args.device, methods)
