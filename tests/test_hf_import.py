@@ -1,6 +1,7 @@
 """The core imports without transformers and never imports the integration; the ``rmbench`` command module
 imports without it too (the CLI imports every command), and ``EndogenousRewardModel`` loads it on demand."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -22,7 +23,8 @@ except ImportError as error:
 
 
 def test_core_imports_without_transformers():
-    done = subprocess.run([sys.executable, "-c", WITHOUT_TRANSFORMERS], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TRANSFORMERS], capture_output=True, text=True,
+                          timeout=120, cwd=pathlib.Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr
     assert "ImportError:" in done.stdout and "transformers" in done.stdout
 
