@@ -11,8 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
-import resource
-import sys
 import time
 from typing import Any, Callable
 
@@ -25,8 +23,13 @@ def _resident_bytes() -> int:
 
 
 def _peak_resident_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+    # VmHWM, the high-water mark of this process image: getrusage's ru_maxrss also keeps the resident set the
+    # process had before exec, which for a spawned child is its parent's at fork (a large parent's ruins it)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, int]:
