@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -15,12 +16,15 @@ from .accuracy import rmbench_accuracy
 from .rmbench_data import Example, load_examples
 from .score_log import ScoreLog
 
+if TYPE_CHECKING:
+    from .model import EndogenousRewardModel
+
 
 def scores_path(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(out.stem + ".scores.jsonl")
 
 
-def evaluate(model, examples: list[Example], log: ScoreLog, *, gamma: float, beta: float, batch_size: int | None,
+def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog, *, gamma: float, beta: float, batch_size: int | None,
              max_tokens: int | None, save_every: int) -> None:
     """Score ``examples`` (3 chosen and 3 rejected responses each) ``save_every`` examples at a time,
     appending each group's records to ``log``."""
