@@ -35,7 +35,8 @@ PAIRS = [
     ("Write a haiku about rain.", "Soft rain on the roof,\nthe garden drinks it slowly,\nclouds drift to the sea."),
     ("How do I reverse a list in Python?", "Use `items[::-1]` for a reversed copy, or `items.reverse()` in place."),
     ("Say nothing.", ""),
-    ("Give three tips for sleeping well.", "**Tips:**\n1. Keep a regular schedule.\n2. Avoid screens late.\n3. Keep the room cool and dark."),
+    ("Give three tips for sleeping well.",
+     "**Tips:**\n1. Keep a regular schedule.\n2. Avoid screens late.\n3. Keep the room cool and dark."),
 ]
 
 
@@ -77,7 +78,8 @@ def make_tokenizer(vocab_size: int = 512) -> transformers.PreTrainedTokenizerFas
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(_trained_tokenizer_json(vocab_size))
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                                pad_token="<pad>")
 
 
 ARCHS = ("llama", "qwen3", "gemma2", "cohere", "granite")

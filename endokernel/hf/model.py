@@ -110,7 +110,8 @@ class EndogenousRewardModel:
         """Each pair's token ids (prompt with special tokens, then response without) and response start."""
         prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
         if len(prompts) != len(responses):
-            raise ValueError(f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
+            raise ValueError(
+                f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
         if not prompts:
             return []
         if self.chat_template:
@@ -126,15 +127,15 @@ class EndogenousRewardModel:
         return [(list(p) + list(r), len(p)) for p, r in zip(prompt_ids, response_ids)]
 
     def _score_rows(self, rows: Rows, gamma: float, beta: float, *, batch_size: int | None = None,
-                    max_tokens: int | None = None, progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        head = self._head
-        out_dtype = torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+                    max_tokens: int | None = None,
+                    progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out_dtype = torch.float64 if self._head.weight.dtype == torch.float64 else torch.float32
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
         for i, (ids, start) in enumerate(rows):
             if len(ids) == start:
-                continue  # empty response: 0.0
+                continue  # empty response: 0.0, as in the original script
             if not self.score_overlong and self.max_positions is not None and len(ids) > self.max_positions:
                 rewards[i] = float("-inf")
                 per_token[i].fill_(float("nan"))
@@ -145,19 +146,25 @@ class EndogenousRewardModel:
         with tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar:
             for batch in batches:
                 index = [todo[j] for j in batch]
-                ids, mask = (t.to(self.device) for t in pad_right([rows[i][0] for i in index]))
-                hidden = final_hidden_states(self._decoder, ids, mask)
-                batch_rewards, batch_tokens = fused_endogenous_reward(
-                    hidden.to(head.weight.device, head.weight.dtype), head.weight, ids.to(head.weight.device),
-                    prompt_len=[rows[i][1] for i in index], attention_mask=mask.to(head.weight.device),
-                    alpha=self.alpha, gamma=gamma, beta=beta, vocab_size=head.vocab_size, bias=head.bias,
-                    logit_scale=head.logit_scale, softcap=head.softcap, return_per_token=True, backend=self.backend,
-                )
+                batch_rewards, batch_tokens = self._score_batch([rows[i] for i in index], gamma, beta)
                 rewards[index] = batch_rewards.cpu().to(out_dtype)
                 for r, i in enumerate(index):
                     per_token[i] = batch_tokens[r, rows[i][1] : len(rows[i][0])].cpu().to(out_dtype)
                 bar.update(len(index))
         return rewards, per_token
+
+    def _score_batch(self, rows: Rows, gamma: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
+        head = self._head
+        ids, mask = (t.to(self.device) for t in pad_right([ids for ids, _ in rows]))
+        hidden = final_hidden_states(self._decoder, ids, mask)
+        where = head.weight.device  # the last layer's device, for a model split across devices
+        return fused_endogenous_reward(
+            hidden.to(where, head.weight.dtype), head.weight, ids.to(where), prompt_len=[start for _, start in rows],
+            attention_mask=mask.to(where), alpha=self.alpha, gamma=gamma, beta=beta, vocab_size=head.vocab_size,
+            bias=head.bias, logit_scale=head.logit_scale, softcap=head.softcap, return_per_token=True,
+            backend=self.backend,
+        )
 
 
 def _strings(name: str, values: object) -> list[str]:

@@ -24,8 +24,8 @@ def scores_path(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(out.stem + ".scores.jsonl")
 
 
-def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog, *, gamma: float, beta: float, batch_size: int | None,
-             max_tokens: int | None, save_every: int) -> None:
+def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog, *, gamma: float, beta: float,
+             batch_size: int | None, max_tokens: int | None, save_every: int) -> None:
     """Score ``examples`` (3 chosen and 3 rejected responses each) ``save_every`` examples at a time,
     appending each group's records to ``log``."""
     with tqdm(total=len(examples), disable=None, unit="example", desc="rmbench") as bar:
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> None:
         done = log.load()
         todo = [ex for ex in examples if ex.key not in done]
         if todo:
-            print(f"scoring {len(todo)} of {len(examples)} examples ({len(examples) - len(todo)} already in {log.path})")
+            print(f"scoring {len(todo)} of {len(examples)} examples "
+                  f"({len(examples) - len(todo)} already in {log.path})")
             model = EndogenousRewardModel.from_pretrained(
                 args.model, dtype=args.dtype, device=args.device, alpha=args.alpha,
                 chat_template=args.chat_template, score_overlong=args.score_overlong)
