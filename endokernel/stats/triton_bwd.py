@@ -23,8 +23,19 @@ from .triton_tile import logits_grad, transformed_logits
 
 
 @triton.jit
-def _load_position_stats(offs_t, t_mask, targets_ptr, lse_ptr, entropy_ptr, grad_chosen_ptr, grad_lse_ptr,
-                         grad_entropy_ptr, HAS_ENTROPY: tl.constexpr):
+def _grad_tile(
+    hidden_ptr, weight_ptr, bias_ptr, rows_ptr, targets_ptr, lse_ptr, entropy_ptr,
+    grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr,
+    offs_t, t_mask, offs_v, v_mask, dim, stride_hn, stride_hd, stride_wv, stride_wd,
+    logit_scale, softcap, inv_temperature,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ENTROPY: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """dL/d(W h + b) for positions ``offs_t`` x vocab rows ``offs_v`` (0 outside the masks), and the row
+    pointers of those positions' hidden states."""
+    rows = tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64)
+    h_rows = hidden_ptr + rows * stride_hn
     targets = tl.load(targets_ptr + offs_t, mask=t_mask, other=-1).to(tl.int64)
     lse = tl.load(lse_ptr + offs_t, mask=t_mask, other=0.0)
     grad_chosen = tl.load(grad_chosen_ptr + offs_t, mask=t_mask, other=0.0)
@@ -34,7 +45,13 @@ def _load_position_stats(offs_t, t_mask, targets_ptr, lse_ptr, entropy_ptr, grad
     if HAS_ENTROPY:
         entropy = tl.load(entropy_ptr + offs_t, mask=t_mask, other=0.0)
         grad_entropy = tl.load(grad_entropy_ptr + offs_t, mask=t_mask, other=0.0)
-    return targets, lse, entropy, grad_chosen, grad_lse, grad_entropy
+    z = transformed_logits(
+        h_rows, t_mask, weight_ptr + offs_v.to(tl.int64) * stride_wv, v_mask, offs_v, bias_ptr, dim, stride_hd,
+        stride_wd, logit_scale, softcap, HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, INPUT_PRECISION, DOT_IN_FP32,
+        BLOCK_T, BLOCK_V, BLOCK_D)
+    grad = logits_grad(z, offs_v, targets, lse, entropy, grad_chosen, grad_lse, grad_entropy,
+                       logit_scale, softcap, inv_temperature, HAS_ENTROPY, HAS_SCALE, HAS_SOFTCAP)
+    return tl.where(t_mask[:, None] & v_mask[None, :], grad, 0.0), h_rows
 
 
 @triton.jit
@@ -51,27 +68,18 @@ def grad_hidden_kernel(
 ):
     offs_t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     t_mask = offs_t < num_positions
-    rows = tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64)
-    h_rows = hidden_ptr + rows * stride_hn
-    targets, lse, entropy, grad_chosen, grad_lse, grad_entropy = _load_position_stats(
-        offs_t, t_mask, targets_ptr, lse_ptr, entropy_ptr, grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr,
-        HAS_ENTROPY)
     acc_rows = grad_h_ptr + offs_t * dim
-
     for v0 in range(0, vocab, BLOCK_V):
         offs_v = v0 + tl.arange(0, BLOCK_V)
         v_mask = offs_v < vocab
+        grad, h_rows = _grad_tile(
+            hidden_ptr, weight_ptr, bias_ptr, rows_ptr, targets_ptr, lse_ptr, entropy_ptr,
+            grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr, offs_t, t_mask, offs_v, v_mask,
+            dim, stride_hn, stride_hd, stride_wv, stride_wd, logit_scale, softcap, inv_temperature,
+            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
+        if not DOT_IN_FP32:
+            grad = grad.to(weight_ptr.dtype.element_ty)
         w_rows = weight_ptr + offs_v.to(tl.int64) * stride_wv
-        z = transformed_logits(
-            h_rows, t_mask, w_rows, v_mask, offs_v, bias_ptr, dim, stride_hd, stride_wd, logit_scale, softcap,
-            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
-        grad = logits_grad(z, offs_v, targets, lse, entropy, grad_chosen, grad_lse, grad_entropy,
-                           logit_scale, softcap, inv_temperature, HAS_ENTROPY, HAS_SCALE, HAS_SOFTCAP)
-        grad = tl.where(t_mask[:, None] & v_mask[None, :], grad, 0.0)
-        if DOT_IN_FP32:
-            grad_in = grad
-        else:
-            grad_in = grad.to(weight_ptr.dtype.element_ty)
         for d0 in range(0, dim, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             d_mask = offs_d < dim
@@ -80,8 +88,7 @@ def grad_hidden_kernel(
                 w = w.to(tl.float32)
             acc_ptrs = acc_rows[:, None] + offs_d[None, :]
             acc_mask = t_mask[:, None] & d_mask[None, :]
-            acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
-            acc = tl.dot(grad_in, w, acc, input_precision=INPUT_PRECISION)
+            acc = tl.dot(grad, w, tl.load(acc_ptrs, mask=acc_mask, other=0.0), input_precision=INPUT_PRECISION)
             tl.store(acc_ptrs, acc, mask=acc_mask)
         tl.debug_barrier()  # the next tile reads these rows back, maybe from other threads of this program
 
@@ -100,24 +107,16 @@ def grad_weight_kernel(
 ):
     offs_v = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
     v_mask = offs_v < vocab
-    w_rows = weight_ptr + offs_v.to(tl.int64) * stride_wv
     acc_rows = grad_w_ptr + offs_v.to(tl.int64) * dim
     grad_b = tl.zeros((BLOCK_V,), tl.float32)
-
     for t0 in range(0, num_positions, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T).to(tl.int64)
         t_mask = offs_t < num_positions
-        rows = tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64)
-        h_rows = hidden_ptr + rows * stride_hn
-        targets, lse, entropy, grad_chosen, grad_lse, grad_entropy = _load_position_stats(
-            offs_t, t_mask, targets_ptr, lse_ptr, entropy_ptr, grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr,
-            HAS_ENTROPY)
-        z = transformed_logits(
-            h_rows, t_mask, w_rows, v_mask, offs_v, bias_ptr, dim, stride_hd, stride_wd, logit_scale, softcap,
-            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
-        grad = logits_grad(z, offs_v, targets, lse, entropy, grad_chosen, grad_lse, grad_entropy,
-                           logit_scale, softcap, inv_temperature, HAS_ENTROPY, HAS_SCALE, HAS_SOFTCAP)
-        grad = tl.where(t_mask[:, None] & v_mask[None, :], grad, 0.0)
+        grad, h_rows = _grad_tile(
+            hidden_ptr, weight_ptr, bias_ptr, rows_ptr, targets_ptr, lse_ptr, entropy_ptr,
+            grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr, offs_t, t_mask, offs_v, v_mask,
+            dim, stride_hn, stride_hd, stride_wv, stride_wd, logit_scale, softcap, inv_temperature,
+            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
         if NEEDS_GRAD_B:
             grad_b += tl.sum(grad, axis=0)
         if NEEDS_GRAD_W:
@@ -132,8 +131,7 @@ def grad_weight_kernel(
                     h = h.to(tl.float32)
                 acc_ptrs = acc_rows[:, None] + offs_d[None, :]
                 acc_mask = v_mask[:, None] & d_mask[None, :]
-                acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
-                acc = tl.dot(grad_t, h, acc, input_precision=INPUT_PRECISION)
+                acc = tl.dot(grad_t, h, tl.load(acc_ptrs, mask=acc_mask, other=0.0), input_precision=INPUT_PRECISION)
                 tl.store(acc_ptrs, acc, mask=acc_mask)
             tl.debug_barrier()  # the next tile reads these rows back, maybe from other threads of this program
     if NEEDS_GRAD_B:
