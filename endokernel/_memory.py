@@ -1,35 +1,36 @@
 """Time and peak extra memory of one call, measured the same way by the demo, the tests and the benchmarks.
 
-CPU: the growth of the process's peak resident set over its resident set before the call. The peak is a
-high-water mark, so this is only meaningful in a fresh process whose inputs were built without transient
-copies: run the call through ``in_fresh_process``. CUDA: ``torch.cuda.max_memory_allocated`` over the
-allocation before the call.
+CPU (Linux): the growth of the process's peak resident set (``VmHWM``) over its resident set before the
+call. The kernel's high-water mark is reset first where it allows (``/proc/self/clear_refs``); run the call
+through ``in_fresh_process`` anyway, so that its inputs are the only other memory in the process.
+(``getrusage``'s ``ru_maxrss`` would be wrong here: it survives ``exec``, so a spawned child starts with its
+parent's peak.) CUDA: ``torch.cuda.max_memory_allocated`` over the allocation before the call.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-import os
 import time
 from typing import Any, Callable
 
 import torch
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_resident_bytes() -> int:
-    # VmHWM, the high-water mark of this process image: getrusage's ru_maxrss also keeps the resident set the
-    # process had before exec, which for a spawned child is its parent's at fork (a large parent's ruins it)
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024  # reported in kB
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set
+    except OSError:
+        pass
 
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, int]:
@@ -43,11 +44,12 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, in
         torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         return result, seconds, torch.cuda.max_memory_allocated(device) - before
-    before = _resident_bytes()
+    _reset_peak()
+    before = _status_bytes("VmRSS")
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
-    return result, seconds, max(0, _peak_resident_bytes() - before)
+    return result, seconds, max(0, _status_bytes("VmHWM") - before)
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

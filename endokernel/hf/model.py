@@ -153,6 +153,7 @@ class EndogenousRewardModel:
                 bar.update(len(index))
         return rewards, per_token
 
+    @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
     def _score_batch(self, rows: Rows, gamma: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
         head = self._head
