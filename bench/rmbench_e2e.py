@@ -4,7 +4,7 @@ script's one-at-a-time loop (full forward with logits, ``.item()`` per token; re
 tests/hf_fixtures.py, as is the byte-level BPE tokenizer trained here on the same text). Checks that the
 rewards agree, prints a markdown table and writes JSON to bench/results/<device>-<date>-rmbench-e2e.json.
 
-    python bench/rmbench_e2e.py [--models 256x4x8192,64x2x1024 --max-tokens 8192]
+    python bench/rmbench_e2e.py [--models 256x4x8192,64x2x1024 --max-tokens 8192 --chunk 16]
 
 The body forward is the same work for both methods; what batching saves is the original's per-token Python
 (.item() and a logsumexp per token), its logits at prompt positions, and the small-matmul overhead of one
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import sys
 import time
@@ -39,8 +40,9 @@ def relative_difference(actual: list[float], expected: list[float]) -> float:
     return max(0.0 if a == e else abs(a - e) / max(abs(e), 1e-30) for a, e in zip(actual, expected))
 
 
-def measure(hidden: int, layers: int, vocab: int, max_tokens: int) -> dict:
-    """Both methods on all chat responses with one tiny model; seconds, speedup and agreement."""
+def measure(hidden: int, layers: int, vocab: int, max_tokens: int, chunk: int) -> dict:
+    """Both methods on all chat responses with one tiny model; seconds, speedup and agreement. The methods
+    alternate every ``chunk`` examples, so that other jobs on a shared machine slow both alike."""
     tokenizer = fx.make_tokenizer(vocab)
     model = fx.make_model("qwen3", len(tokenizer), hidden=hidden, layers=layers, max_positions=4096)
     reward_model = EndogenousRewardModel(model, tokenizer)
@@ -52,19 +54,23 @@ def measure(hidden: int, layers: int, vocab: int, max_tokens: int) -> dict:
     print(f"{name}: {len(responses)} responses, {tokens} tokens", file=sys.stderr, flush=True)
 
     reward_model.score(prompts[:12], responses[:12])  # warm-up
-    start = time.perf_counter()
-    batched = reward_model.score(prompts, responses, max_tokens=max_tokens).tolist()
-    batched_s = time.perf_counter() - start
-    print(f"  score: {batched_s:.1f} s", file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    original = [fx.original_reward(model, tokenizer, p, r) for p, r in zip(prompts, responses)]
-    original_s = time.perf_counter() - start
-    print(f"  original loop: {original_s:.1f} s", file=sys.stderr, flush=True)
+    batched, original, batched_s, original_s = [], [], 0.0, 0.0
+    load_before = os.getloadavg()[0]
+    for first in range(0, len(responses), 6 * chunk):
+        part = slice(first, first + 6 * chunk)
+        start = time.perf_counter()
+        batched += reward_model.score(prompts[part], responses[part], max_tokens=max_tokens).tolist()
+        batched_s += time.perf_counter() - start
+        start = time.perf_counter()
+        original += [fx.original_reward(model, tokenizer, p, r) for p, r in zip(prompts[part], responses[part])]
+        original_s += time.perf_counter() - start
+    print(f"  score: {batched_s:.1f} s, original loop: {original_s:.1f} s", file=sys.stderr, flush=True)
     difference = relative_difference(batched, original)
     return {
         "model": {"name": name, "arch": "qwen3", "hidden": hidden, "layers": layers, "vocab": len(tokenizer),
                   "dtype": "float32", "weights": "random, seed 0"},
-        "responses": len(responses), "tokens": tokens, "max_tokens": max_tokens,
+        "responses": len(responses), "tokens": tokens, "max_tokens": max_tokens, "chunk_examples": chunk,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "seconds": {"original_loop": original_s, "score": batched_s},
         "speedup": original_s / batched_s,
         "max_relative_difference": difference,
@@ -77,6 +83,8 @@ def main() -> None:
     parser.add_argument("--models", default="256x4x8192,64x2x1024",
                         help="comma-separated HIDDENxLAYERSxVOCAB (vocabulary of the BPE trained on the chat text)")
     parser.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch of score()")
+    parser.add_argument("--chunk", type=int, default=16,
+                        help="examples per score() call; the methods alternate chunk by chunk (default 16)")
     args = parser.parse_args()
     if not fx.has_rmbench():
         raise SystemExit(f"RM-Bench chat data not found in {fx.RMBENCH}")
@@ -84,7 +92,9 @@ def main() -> None:
     if not all(len(shape) == 3 and all(n.isdigit() and int(n) > 0 for n in shape) for shape in shapes):
         raise SystemExit(f"--models: expected HIDDENxLAYERSxVOCAB,..., got {args.models!r}")
 
-    runs = [measure(*map(int, shape), args.max_tokens) for shape in shapes]
+    if args.chunk < 1:
+        raise SystemExit("--chunk must be >= 1")
+    runs = [measure(*map(int, shape), args.max_tokens, args.chunk) for shape in shapes]
     info = describe(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{slug(info)}-rmbench-e2e.json"

@@ -8,6 +8,7 @@ import torch
 
 import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
+from endokernel.hf.modeling import output_head
 
 RTOL = 1e-4
 SETTINGS = [(1.0, {}), (0.7, {"gamma": 0.9, "beta": 0.3})]  # (alpha, discount): defaults, then all changed
@@ -41,7 +42,7 @@ def test_the_architectures_cover_tied_heads_and_every_logit_transform():
     tokenizer = fx.make_tokenizer()
     llama = fx.make_model("llama", len(tokenizer))
     assert llama.get_output_embeddings().weight is llama.get_input_embeddings().weight
-    heads = {arch: EndogenousRewardModel(fx.make_model(arch, len(tokenizer)), tokenizer)._head for arch in fx.ARCHS}
+    heads = {arch: output_head(fx.make_model(arch, len(tokenizer))) for arch in fx.ARCHS}
     assert heads["gemma2"].softcap == 4.0 and heads["gemma2"].logit_scale is None
     assert heads["cohere"].logit_scale == 0.5 and heads["granite"].logit_scale == 0.5
     assert heads["qwen3"].softcap is None and heads["qwen3"].logit_scale is None

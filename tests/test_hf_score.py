@@ -63,10 +63,13 @@ def test_bfloat16_model_within_tolerance_of_float32_original(tokenizer):
     pairs = fx.sample_pairs(4)
     model = fx.make_model("gemma2", len(tokenizer))
     expected = [fx.original_reward(model, tokenizer, p, r) for p, r in pairs]
-    rewards = EndogenousRewardModel(model.to(torch.bfloat16), tokenizer).score([p for p, _ in pairs],
-                                                                              [r for _, r in pairs])
+    reward_model = EndogenousRewardModel(model, tokenizer)
+    model.to(torch.bfloat16)  # after wrapping: the wrapper must follow the model
+    rewards = reward_model.score([p for p, _ in pairs], [r for _, r in pairs])
     assert rewards.dtype == torch.float32
     assert rewards.tolist() == pytest.approx(expected, rel=5e-3)
+    fresh = EndogenousRewardModel(model, tokenizer).score([p for p, _ in pairs], [r for _, r in pairs])
+    assert torch.equal(rewards, fresh)
 
 
 def test_from_pretrained_reads_a_saved_folder(tokenizer, tmp_path):

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from .. import fused_endogenous_reward
 from .batching import length_buckets, pad_right
-from .modeling import decoder_body, final_hidden_states, max_positions, output_head
+from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,7 +52,7 @@ class EndogenousRewardModel:
         self.backend = backend
         self.max_positions = max_positions(model)
         self._decoder = decoder_body(model)
-        self._head = output_head(model)
+        output_head(model)  # fail here for a model without an LM head; it is read again per call (model.to)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto",
@@ -129,7 +129,8 @@ class EndogenousRewardModel:
     def _score_rows(self, rows: Rows, gamma: float, beta: float, *, batch_size: int | None = None,
                     max_tokens: int | None = None,
                     progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out_dtype = torch.float64 if self._head.weight.dtype == torch.float64 else torch.float32
+        head = output_head(self.model)
+        out_dtype = torch.float64 if head.weight.dtype == torch.float64 else torch.float32
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
@@ -146,7 +147,7 @@ class EndogenousRewardModel:
         with tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar:
             for batch in batches:
                 index = [todo[j] for j in batch]
-                batch_rewards, batch_tokens = self._score_batch([rows[i] for i in index], gamma, beta)
+                batch_rewards, batch_tokens = self._score_batch([rows[i] for i in index], head, gamma, beta)
                 rewards[index] = batch_rewards.cpu().to(out_dtype)
                 for r, i in enumerate(index):
                     per_token[i] = batch_tokens[r, rows[i][1] : len(rows[i][0])].cpu().to(out_dtype)
@@ -154,9 +155,9 @@ class EndogenousRewardModel:
         return rewards, per_token
 
     @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
-    def _score_batch(self, rows: Rows, gamma: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score_batch(self, rows: Rows, head: OutputHead, gamma: float,
+                     beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
-        head = self._head
         ids, mask = (t.to(self.device) for t in pad_right([ids for ids, _ in rows]))
         hidden = final_hidden_states(self._decoder, ids, mask)
         where = head.weight.device  # the last layer's device, for a model split across devices
