@@ -4,16 +4,20 @@ Logits are never built: the decoder body gives the final hidden states, ``fused_
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Sequence
 from numbers import Real
 
 import torch
+import torch.distributed as dist
+from torch.distributed import ProcessGroup
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import fused_endogenous_reward
+from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right
 from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
 
@@ -88,12 +92,18 @@ class EndogenousRewardModel:
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
               batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
-              progress: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+              progress: bool | None = None,
+              data_parallel: bool | ProcessGroup = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Rewards of N (prompt, response) pairs, each equal to ``calculate_reward`` of the pair.
 
         Pairs are sorted by length into right-padded batches of at most ``batch_size`` rows and ``max_tokens``
         padded tokens (see ``length_buckets``); results come back in input order. ``progress``: a tqdm bar
         (default: on a terminal, when there is more than one batch).
+
+        ``data_parallel``: True (the default process group) or a ProcessGroup, to share the work: every rank of
+        the group passes the same pairs, scores a share of them balanced by token count, and gets all results
+        (the progress bar shows the first rank's share). Off by default, so that ranks scoring their own pairs
+        (a trainer's reward function, an evaluation on one rank) need no collective.
 
         Returns:
             (N,) float32 rewards on the CPU (float64 for a float64 model). With ``return_per_token``, also a
@@ -102,8 +112,23 @@ class EndogenousRewardModel:
         """
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rewards, per_token = self._score_rows(self.encode(prompts, responses), *_discount(gamma, beta),
-                                              batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+        rows, (gamma, beta) = self.encode(prompts, responses), _discount(gamma, beta)
+        if data_parallel is False:
+            rewards, per_token = self._score_rows(rows, gamma, beta, batch_size=batch_size, max_tokens=max_tokens,
+                                                  progress=progress)
+        else:
+            group = dp.process_group(data_parallel)
+            first = dist.get_rank(group) == 0
+
+            def score_share(index: list[int]) -> list[tuple[float, torch.Tensor]]:
+                share = self._score_rows([rows[i] for i in index], gamma, beta, batch_size=batch_size,
+                                         max_tokens=max_tokens, progress=progress if first else False)
+                return list(zip(share[0].tolist(), share[1]))
+
+            inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
+            results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
+            rewards = torch.tensor([reward for reward, _ in results], dtype=self._reward_dtype())
+            per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
@@ -130,7 +155,7 @@ class EndogenousRewardModel:
                     max_tokens: int | None = None,
                     progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = output_head(self.model)
-        out_dtype = torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+        out_dtype = self._reward_dtype()
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
@@ -153,6 +178,9 @@ class EndogenousRewardModel:
                     per_token[i] = batch_tokens[r, rows[i][1] : len(rows[i][0])].cpu().to(out_dtype)
                 bar.update(len(index))
         return rewards, per_token
+
+    def _reward_dtype(self) -> torch.dtype:
+        return torch.float64 if output_head(self.model).weight.dtype == torch.float64 else torch.float32
 
     @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
     def _score_batch(self, rows: Rows, head: OutputHead, gamma: float,
