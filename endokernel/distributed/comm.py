@@ -1,7 +1,7 @@
 """Rank-ordered collectives with the autograd rules tensor and context parallelism need.
 
-Every reduction is an all_gather followed by a sum in rank order, so every rank gets bitwise the same value run
-after run (an all_reduce leaves its summation order to the backend). Results computed from gathered values are
+Every reduction adds the ranks' values in rank order, so every rank gets bitwise the same value run after run
+(an all_reduce leaves its summation order to the backend). Results computed from gathered values are
 replicated: the backward passes assume every rank of the group computes the same loss from them, as in
 Megatron-LM's vocab-parallel cross-entropy.
 """
@@ -9,6 +9,7 @@ Megatron-LM's vocab-parallel cross-entropy.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,10 +19,12 @@ import torch.distributed as dist
 
 @dataclass
 class Traffic:
-    """Payload bytes this rank received from its peers (a lower bound on any algorithm's transfers), and calls."""
+    """Payload bytes this rank received from its peers (a lower bound on any algorithm's transfers), collective
+    calls, and seconds spent in them (waiting for the other ranks included)."""
 
     received: int = 0
     calls: int = 0
+    seconds: float = 0.0
 
 
 _traffic: Traffic | None = None
@@ -42,11 +45,34 @@ def all_gather(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     """(W, *x.shape): every rank's ``x`` in rank order (same shape on every rank); not differentiable."""
     x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+    start = time.perf_counter()
     dist.all_gather(parts, x, group=group)
-    if _traffic is not None:
-        _traffic.received += (len(parts) - 1) * x.numel() * x.element_size()
-        _traffic.calls += 1
+    _count(start, (len(parts) - 1) * x.numel() * x.element_size())
     return torch.stack(parts)
+
+
+def all_reduce(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """The sum of every rank's ``x`` (same shape on every rank), added in rank order in float32 at least, on
+    every rank; not differentiable. Each rank sums one 1/W slice (an all_to_all brings it every rank's part),
+    then the sums are gathered: 2 (W - 1) / W of x's bytes reach each rank, as in a ring all_reduce."""
+    world = dist.get_world_size(group)
+    flat = x.reshape(-1)
+    size = -(-flat.numel() // world)
+    padded = flat.new_zeros(world * size)
+    padded[: flat.numel()] = flat
+    received = torch.empty_like(padded)
+    start = time.perf_counter()
+    dist.all_to_all_single(received, padded, group=group)
+    _count(start, (world - 1) * size * x.element_size())
+    parts = received.view(world, size).to(torch.promote_types(x.dtype, torch.float32))
+    return all_gather(sum_in_rank_order(parts).to(x.dtype), group).reshape(-1)[: flat.numel()].view_as(x)
+
+
+def _count(start: float, received: int) -> None:
+    if _traffic is not None:
+        _traffic.received += received
+        _traffic.calls += 1
+        _traffic.seconds += time.perf_counter() - start
 
 
 def sum_in_rank_order(stacked: torch.Tensor) -> torch.Tensor:
@@ -88,7 +114,7 @@ class _ReduceGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return sum_in_rank_order(all_gather(grad, ctx.group)), None
+        return all_reduce(grad, ctx.group), None
 
 
 def gather_replicated(x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
