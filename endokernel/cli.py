@@ -8,6 +8,7 @@ import importlib
 
 COMMANDS = {  # name -> (module, one-line help)
     "demo": ("endokernel.demo", "score one long sequence logits-free and naively; print time and memory"),
+    "bench": ("endokernel.bench.command", "time and peak memory of every method against the matmul floor"),
 }
 
 

@@ -1,0 +1,67 @@
+"""``endokernel bench`` end to end on a tiny head (fresh processes, JSON, table, plot), and its argument errors."""
+
+import json
+
+import pytest
+
+from endokernel.bench.command import add_arguments, settings_from_args
+from endokernel.cli import main
+
+
+def test_runner_writes_table_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    main(["bench", "--device", "cpu", "--shapes", "32:1000", "--tokens", "64", "--dtypes", "float32",
+          "--methods", "floor,torch,triton", "--repeats", "2", "--out-dir", str(tmp_path), "--no-e2e"])
+    out = capsys.readouterr().out
+    assert "| 64 | endokernel torch |" in out and "| 64 | floor: matmul, fastest tile dtype |" in out
+    assert "skipped: triton at N=64 (needs a CUDA GPU)" in out
+
+    (json_path,) = tmp_path.glob("*.json")
+    document = json.loads(json_path.read_text())
+    assert {"date", "git_commit", "torch", "triton", "device_name", "cpu_threads", "cpu_native_bf16"} <= set(
+        document["environment"])
+    rows = {row["method"]: row for row in document["results"]}
+    assert rows["triton"]["status"] == "skipped"
+    for name in ("floor", "torch"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["tokens"] == 64 and row["dim"] == 32 and row["vocab"] == 1000
+        assert len(row["times_s"]) == 2 and row["median_s"] > 0 and row["peak_extra_bytes"] >= 0
+        assert row["tflops"] == pytest.approx(2 * 64 * 32 * 1000 / row["median_s"] / 1e12)
+    assert rows["floor"]["ratio_to_floor"] == 1.0
+    assert rows["torch"]["ratio_to_floor"] == pytest.approx(rows["torch"]["median_s"] / rows["floor"]["median_s"])
+    assert list(tmp_path.glob("*-d32-v1000-float32.png"))
+
+
+def _settings(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from_args(parser.parse_args(argv))
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--tokens", "0"], "--tokens"),
+    (["--tokens", "1k"], "--tokens"),
+    (["--shapes", "qwen9"], "--shapes"),
+    (["--shapes", "32:0"], "--shapes"),
+    (["--dtypes", "int8"], "--dtypes"),
+    (["--methods", "fast"], "--methods"),
+    (["--repeats", "0"], "--repeats"),
+    (["--time-budget", "0"], "--time-budget"),
+    (["--device", "tpu"], "--device"),
+])
+def test_bad_options_name_the_option(argv, option):
+    with pytest.raises(ValueError, match=option):
+        _settings(["--device", "cpu", *argv] if "--device" not in argv else argv)
+
+
+def test_quick_and_explicit_options_combine():
+    settings = _settings(["--device", "cpu", "--quick", "--tokens", "256"])
+    assert settings.tokens == (256,) and [h.name for h in settings.heads] == ["qwen3-4b"]
+    assert settings.repeats == 2
+
+
+def test_cli_reports_bad_options_without_a_traceback():
+    with pytest.raises(SystemExit, match="--tokens"):
+        main(["bench", "--device", "cpu", "--tokens", "-3"])
