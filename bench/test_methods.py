@@ -24,6 +24,6 @@ def test_method(benchmark, inputs, name):
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
-    benchmark.pedantic(timed, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(timed, rounds=3, warmup_rounds=1)
     flops = 2 * inputs.hidden.shape[0] * inputs.hidden.shape[1] * inputs.weight.shape[0]
     benchmark.extra_info["tflops_at_median"] = flops / benchmark.stats.stats.median / 1e12

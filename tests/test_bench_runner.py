@@ -65,3 +65,13 @@ def test_quick_and_explicit_options_combine():
 def test_cli_reports_bad_options_without_a_traceback():
     with pytest.raises(SystemExit, match="--tokens"):
         main(["bench", "--device", "cpu", "--tokens", "-3"])
+
+
+def test_plots_are_skipped_with_a_notice_without_matplotlib(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from endokernel.bench import plots
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    assert plots.write([], tmp_path, "stem") == []
+    assert "matplotlib is not installed" in capsys.readouterr().out

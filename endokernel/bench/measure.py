@@ -10,8 +10,8 @@ timed call, so repeated calls on one input set do not measure the cache).
 
 from __future__ import annotations
 
-import statistics
 import signal
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +28,7 @@ CPU = torch.device("cpu")
 
 @dataclass
 class Outcome:
-    """``status`` is "ok", "oom" or "error"; ``reason`` says why a call failed."""
+    """``status`` is "ok", "oom" or "error" ("skipped" where the sweep ran nothing); ``reason`` says why."""
 
     status: str
     times_s: list[float] = field(default_factory=list)
