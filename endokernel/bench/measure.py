@@ -126,9 +126,11 @@ def on_gpu(method: Method, inputs: Inputs, repeats: int, time_budget: float, log
         _, seconds, extra = measure(call, device)
         rep_ms = 1000 * min(time_budget, max(0.1, repeats * seconds))
         times_ms = triton.testing.do_bench(call, rep=rep_ms, return_mode="all")
-    except Exception as exc:
-        torch.cuda.empty_cache()
-        return failure(exc)
-    log(f"  {method.name}: median {statistics.median(times_ms):.3f} ms of {len(times_ms)}, "
-        f"peak extra {extra / 2**20:.0f} MiB")
-    return Outcome("ok", [t / 1000 for t in times_ms], extra)
+    except Exception as exc:  # any failure becomes this method's outcome, never the sweep's
+        outcome = failure(exc)
+    else:
+        outcome = Outcome("ok", [t / 1000 for t in times_ms], extra)
+        log(f"  {method.name}: median {statistics.median(times_ms):.3f} ms of {len(times_ms)}, "
+            f"peak extra {extra / 2**20:.0f} MiB")
+    torch.cuda.empty_cache()  # here, not in the except block: a failed call keeps its tensors until then
+    return outcome
