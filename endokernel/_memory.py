@@ -26,6 +26,15 @@ def _resident_bytes() -> int:
 
 
 def _peak_resident_bytes() -> int:
+    """This process's resident high-water mark: Linux's VmHWM. Not getrusage's ru_maxrss there: in a spawned
+    process that also holds the parent's resident set at the fork before the exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 

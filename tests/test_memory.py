@@ -27,3 +27,11 @@ def test_measurement_sees_materialized_logits():
     scored_logits_bytes = (tokens - tokens // 4) * vocab * 4  # positions after the prompt, float32
     result = in_fresh_process(run_job, "naive", tokens, 64, vocab, torch.float32, "cpu")
     assert result.extra_bytes > scored_logits_bytes, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
+
+
+def test_a_large_parent_does_not_count_in_a_fresh_process_peak():
+    """A spawned process's getrusage peak holds its parent's resident set at the fork: the measurement must not."""
+    ballast = torch.ones(512 * MiB // 4)  # 512 MiB, resident in this (parent) process
+    result = in_fresh_process(run_job, "endokernel", 256, 16, 1000, torch.float32, "cpu")
+    assert result.extra_bytes < 64 * MiB, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
+    del ballast
