@@ -11,10 +11,11 @@ from endokernel.cli import main
 def test_runner_writes_table_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     main(["bench", "--device", "cpu", "--shapes", "32:1000", "--tokens", "64", "--dtypes", "float32",
-          "--methods", "floor,torch,triton", "--repeats", "2", "--out-dir", str(tmp_path), "--no-e2e"])
+          "--methods", "floor,torch,triton,naive", "--repeats", "2", "--max-call-seconds", "1e-9",
+          "--out-dir", str(tmp_path), "--no-e2e"])
     out = capsys.readouterr().out
     assert "| 64 | endokernel torch |" in out and "| 64 | floor: matmul, fastest tile dtype |" in out
-    assert "skipped: triton at N=64 (needs a CUDA GPU)" in out
+    assert "triton at N=64 (needs a CUDA GPU)" in out
 
     (json_path,) = tmp_path.glob("*.json")
     document = json.loads(json_path.read_text())
@@ -22,6 +23,8 @@ def test_runner_writes_table_json_and_plot(tmp_path, capsys):
         document["environment"])
     rows = {row["method"]: row for row in document["results"]}
     assert rows["triton"]["status"] == "skipped"
+    # the time cap skips alternatives, never the floor and endokernel
+    assert rows["naive"]["status"] == "skipped" and "> --max-call-seconds 1e-09" in rows["naive"]["reason"]
     for name in ("floor", "torch"):
         row = rows[name]
         assert row["status"] == "ok" and row["tokens"] == 64 and row["dim"] == 32 and row["vocab"] == 1000
@@ -75,3 +78,14 @@ def test_plots_are_skipped_with_a_notice_without_matplotlib(tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
     assert plots.write([], tmp_path, "stem") == []
     assert "matplotlib is not installed" in capsys.readouterr().out
+
+
+def test_plots_draw_methods_whose_memory_did_not_grow(tmp_path):
+    pytest.importorskip("matplotlib")
+    from endokernel.bench import plots
+    from endokernel.bench.sweep import Result
+
+    rows = [Result("h", 8, 100, None, "float32", n, "floor", "floor", "ok", times_s=[0.1], median_s=0.1 * n,
+                   peak_extra_bytes=0) for n in (64, 128)]
+    (path,) = plots.write(rows, tmp_path, "stem")
+    assert path.name == "stem-h-float32.png" and path.stat().st_size > 0

@@ -47,6 +47,11 @@ def failure(exc: BaseException) -> Outcome:
     return Outcome("error", reason=f"{type(exc).__name__}: {message}")
 
 
+def too_slow(predicted: float, from_tokens: int, limit: float) -> str:
+    """The reason for skipping a call predicted, from a call on ``from_tokens`` positions, to take too long."""
+    return f"~{predicted:.3g} s per call predicted from N={from_tokens} > --max-call-seconds {limit:g}"
+
+
 def available_memory() -> int | None:
     """Bytes the kernel says can be allocated without swapping (Linux MemAvailable), None where unknown."""
     try:
@@ -64,12 +69,15 @@ def available_memory() -> int | None:
 _worker: dict[str, Callable[[], Any]] = {}
 
 
-def _set_up(method_name: str, inputs_path: str, case: Case) -> None:
-    """In the worker: map the inputs, build the call, warm up on the first positions."""
+def _set_up(method_name: str, inputs_path: str, case: Case) -> float:
+    """In the worker: map the inputs, build the call, warm up on the first positions; return the seconds of a
+    second call on them (a probe that predicts the full call)."""
     method = METHODS[method_name]
     inputs = load_mapped(Path(inputs_path), case)
-    measure(method.build(inputs.first(min(case.tokens, method.warmup_tokens))), CPU)
+    first = method.build(inputs.first(min(case.tokens, method.warmup_tokens)))
+    measure(first, CPU)
     _worker["call"] = method.build(inputs)
+    return measure(first, CPU)[1]
 
 
 def _timed_call() -> tuple[float, int]:
@@ -78,17 +86,25 @@ def _timed_call() -> tuple[float, int]:
 
 
 def on_cpu(case: Case, methods: list[Method], inputs_path: Path, repeats: int, time_budget: float,
-           log: Callable[[str], None]) -> dict[str, Outcome]:
+           call_limits: dict[str, float], log: Callable[[str], None]) -> dict[str, Outcome]:
     """Outcomes of ``methods`` on ``case``: up to ``repeats`` timed calls each, interleaved across methods; a
-    method stops repeating once another call would take its total past ``time_budget`` seconds."""
+    method stops repeating once another call would take its total past ``time_budget`` seconds. A method in
+    ``call_limits`` is skipped if its warm-up probe predicts a call longer than its limit (seconds)."""
     workers = {method.name: FreshProcess() for method in methods}  # they import in parallel
     outcomes: dict[str, Outcome] = {}
     try:
-        for name, worker in workers.items():  # one warm-up at a time: their memory peaks must not stack
+        for method in methods:  # one warm-up at a time: their memory peaks must not stack
             try:
-                worker.call(_set_up, name, str(inputs_path), case)
+                probe = workers[method.name].call(_set_up, method.name, str(inputs_path), case)
             except Exception as exc:  # any failure becomes this method's outcome, never the sweep's
-                outcomes[name] = failure(exc)
+                outcomes[method.name] = failure(exc)
+                continue
+            probe_tokens = min(case.tokens, method.warmup_tokens)
+            predicted = probe * case.tokens / probe_tokens
+            if predicted > call_limits.get(method.name, float("inf")):
+                outcomes[method.name] = Outcome("skipped", reason=too_slow(predicted, probe_tokens,
+                                                                           call_limits[method.name]))
+                workers[method.name].close()
         times: dict[str, list[float]] = {name: [] for name in workers if name not in outcomes}
         peaks: dict[str, int] = {}
         active = list(times)

@@ -142,7 +142,7 @@ class Method:
     floor: bool = False
     core: bool = False  # the floor and endokernel: never skipped for time, every ratio and claim rests on them
     small_n_only: bool = False  # too slow for large N: runs only up to --loop-max-tokens
-    warmup_tokens: int = 256  # the warm-up call runs on the first positions only
+    warmup_tokens: int = 128  # the warm-up (and probe) calls run on the first positions only
     softcap: bool = True  # applies the head's softcap
 
 

@@ -29,10 +29,12 @@ def write(results: list[Result], out_dir: Path, stem: str) -> list[Path]:
             time_ax.plot([r.tokens for r in rows], [r.median_s for r in rows], marker="o", label=label)
             grew = [r for r in rows if r.peak_extra_bytes]  # a log axis has no zero: no growth is no point
             memory_ax.plot([r.tokens for r in grew], [r.peak_extra_bytes / 2**20 for r in grew], marker="o", label=label)
+        time_ax.set_yscale("log")
+        if any(r.peak_extra_bytes for r in measured):  # a log axis without a positive value cannot be drawn
+            memory_ax.set_yscale("log")
         tokens = sorted({r.tokens for r in measured})
         for ax, ylabel in ((time_ax, "median time (s)"), (memory_ax, "peak extra memory (MiB)")):
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
             ax.set_xticks(tokens, [str(n) for n in tokens])
             ax.set_xlabel("tokens N")
             ax.set_ylabel(ylabel)

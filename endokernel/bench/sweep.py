@@ -23,7 +23,8 @@ from .shapes import Case, Head
 class Settings:
     """What to sweep. ``time_budget``: seconds of timed calls per (case, method) before repeats stop (one call
     always runs). ``max_call_seconds``: skip a call predicted, from the same method at a smaller N, to take
-    longer (0: no limit); core methods (the floor, endokernel) always run. ``loop_max_tokens``: the per-token loop (and any ``small_n_only`` method) runs only
+    longer, or on CPU from its warm-up probe where there is no smaller N (0: no limit); core methods (the floor,
+    endokernel) always run, and the per-token loop is capped by N instead. ``loop_max_tokens``: the per-token loop (and any ``small_n_only`` method) runs only
     up to this N."""
 
     device: torch.device
@@ -77,6 +78,11 @@ def _row(case: Case, method: Method, outcome: measure.Outcome) -> Result:
 History = dict[tuple[str, str, str], tuple[int, float]]  # (head, dtype, method) -> (N, median s) last measured
 
 
+def _time_capped(method: Method, settings: Settings) -> bool:
+    """Whether --max-call-seconds applies: not to the core methods, nor to those capped by N instead."""
+    return bool(settings.max_call_seconds) and not (method.core or method.small_n_only)
+
+
 def _skip_reason(method: Method, case: Case, settings: Settings, history: History) -> str | None:
     reason = method.unavailable(settings.device, case.dtype)
     if reason:
@@ -84,10 +90,10 @@ def _skip_reason(method: Method, case: Case, settings: Settings, history: Histor
     if method.small_n_only and case.tokens > settings.loop_max_tokens:
         return f"N > --loop-max-tokens {settings.loop_max_tokens}"
     seen = history.get((case.head.name, case.dtype_name, method.name))
-    if settings.max_call_seconds and seen and not method.core:
+    if seen and _time_capped(method, settings):
         predicted = seen[1] * case.tokens / seen[0]
         if predicted > settings.max_call_seconds:
-            return f"~{predicted:.0f} s per call predicted from N={seen[0]} > --max-call-seconds {settings.max_call_seconds:g}"
+            return measure.too_slow(predicted, seen[0], settings.max_call_seconds)
     if settings.device.type == "cpu":  # a CPU out-of-memory is the OOM killer, possibly of another process
         need, free = method.memory(case), measure.available_memory()
         if free is not None and need > free:
@@ -118,7 +124,10 @@ def run_case(case: Case, source: Path | bench_inputs.Inputs, settings: Settings,
     to_run = [m for m in methods if not skipped[m.name]]
     log(f"{case.head.name} {case.dtype_name} N={case.tokens}: {', '.join(m.name for m in to_run) or 'nothing to run'}")
     if settings.device.type == "cpu":
-        outcomes = measure.on_cpu(case, to_run, source, settings.repeats, settings.time_budget, log)
+        # without a smaller N to predict from, a capped method's warm-up probe predicts its call
+        unpredicted = {m.name: settings.max_call_seconds for m in to_run if _time_capped(m, settings)
+                       and (case.head.name, case.dtype_name, m.name) not in history}
+        outcomes = measure.on_cpu(case, to_run, source, settings.repeats, settings.time_budget, unpredicted, log)
     else:
         outcomes = {m.name: measure.on_gpu(m, source.first(case.tokens), settings.repeats, settings.time_budget, log)
                     for m in to_run}
