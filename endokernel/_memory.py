@@ -1,18 +1,15 @@
 """Time and peak extra memory of one call, measured the same way by the demo, the tests and the benchmarks.
 
-CPU: the growth of the process's peak resident set over its resident set before the call. The peak is a
-high-water mark (lowered to the current resident set before the call where Linux allows it), and memory the
-allocator kept from earlier calls hides part of a peak, so this is only meaningful in a fresh process whose
-inputs were built without transient copies: run the call through ``in_fresh_process`` (or a
-``FreshProcess``). CUDA: ``torch.cuda.max_memory_allocated`` over the allocation before the call.
+CPU (Linux): the growth of the process's peak resident set (``VmHWM``) over its resident set before the
+call. The kernel's high-water mark is reset first where it allows (``/proc/self/clear_refs``); run the call
+through ``in_fresh_process`` (or a ``FreshProcess``) anyway, so that its inputs are the only other memory in
+the process. (``getrusage``'s ``ru_maxrss`` would be wrong here: it survives ``exec``, so a spawned child
+starts with its parent's peak.) CUDA: ``torch.cuda.max_memory_allocated`` over the allocation before the call.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
-import resource
-import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -20,33 +17,20 @@ from typing import Any, Callable
 import torch
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _peak_resident_bytes() -> int:
-    """This process's resident high-water mark: Linux's VmHWM. Not getrusage's ru_maxrss there: in a spawned
-    process that also holds the parent's resident set at the fork before the exec."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
-
-
-def _reset_peak_resident() -> None:
-    """Lower the high-water mark to the current resident set (Linux >= 4.0), so a warm-up's peak (a compile,
-    say) is not taken for the call's."""
+def _reset_peak() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+            f.write("5")  # resets VmHWM to the current resident set
     except OSError:
-        pass  # elsewhere the peak stays the process's lifetime high-water mark
+        pass
 
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, int]:
@@ -60,12 +44,12 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, in
         torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
         return result, seconds, torch.cuda.max_memory_allocated(device) - before
-    _reset_peak_resident()
-    before = _resident_bytes()
+    _reset_peak()
+    before = _status_bytes("VmRSS")
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
-    return result, seconds, max(0, _peak_resident_bytes() - before)
+    return result, seconds, max(0, _status_bytes("VmHWM") - before)
 
 
 class ProcessDied(RuntimeError):

@@ -106,24 +106,27 @@ def row_lengths(attention_mask: torch.Tensor | None, batch: int, seq_len: int, d
     return lengths.tolist()
 
 
-def prompt_lengths(prompt_len: object, lengths: list[int]) -> list[int]:
-    """One response start per row from an int, a sequence or a (B,) tensor, each in [1, row length]."""
-    batch = len(lengths)
-    if isinstance(prompt_len, torch.Tensor):
-        if prompt_len.dtype.is_floating_point or prompt_len.dtype == torch.bool:
-            raise TypeError(f"prompt_len must hold integers, got dtype {prompt_len.dtype}")
-        if prompt_len.dim() > 1:
-            raise ValueError(f"prompt_len must be an int or have shape (B,), got shape {tuple(prompt_len.shape)}")
-        values = [int(prompt_len)] * batch if prompt_len.dim() == 0 else prompt_len.tolist()
-    elif isinstance(prompt_len, Integral) and not isinstance(prompt_len, bool):
-        values = [int(prompt_len)] * batch
-    elif isinstance(prompt_len, (list, tuple)) and all(isinstance(p, Integral) and not isinstance(p, bool) for p in prompt_len):
-        values = [int(p) for p in prompt_len]
-    else:
-        raise TypeError(f"prompt_len must be an int or a sequence / tensor of B ints, got {prompt_len!r}")
-    if len(values) != batch:
-        raise ValueError(f"prompt_len has {len(values)} entries for a batch of {batch} rows")
+def prompt_lengths(prompt_len: torch.Tensor, lengths: list[int]) -> list[int]:
+    """Host list of the (B,) response starts, each checked to lie in [1, row length]."""
+    values = prompt_len.tolist()
     for b, (p, n) in enumerate(zip(values, lengths)):
         if not 1 <= p <= n:
             raise ValueError(f"prompt_len[{b}] = {p} must lie in [1, {n}] (row {b}'s real length)")
     return values
+
+
+def prompt_len_tensor(prompt_len: object, batch: int, device: torch.device) -> torch.Tensor:
+    """(B,) int64 response starts from an int, a sequence or a tensor; their range is checked with the data."""
+    if isinstance(prompt_len, torch.Tensor):
+        if prompt_len.dtype.is_floating_point or prompt_len.dtype.is_complex or prompt_len.dtype == torch.bool:
+            raise TypeError(f"prompt_len must hold integers, got dtype {prompt_len.dtype}")
+        if prompt_len.dim() > 1 or (prompt_len.dim() == 1 and prompt_len.shape[0] != batch):
+            raise ValueError(f"prompt_len must be an int or have shape ({batch},), got shape {tuple(prompt_len.shape)}")
+        return prompt_len.to(device=device, dtype=torch.int64).expand(batch)
+    if isinstance(prompt_len, Integral) and not isinstance(prompt_len, bool):
+        return torch.full((batch,), int(prompt_len), dtype=torch.int64, device=device)
+    if isinstance(prompt_len, (list, tuple)) and all(isinstance(p, Integral) and not isinstance(p, bool) for p in prompt_len):
+        if len(prompt_len) != batch:
+            raise ValueError(f"prompt_len has {len(prompt_len)} entries for a batch of {batch} rows")
+        return torch.tensor([int(p) for p in prompt_len], dtype=torch.int64, device=device)
+    raise TypeError(f"prompt_len must be an int or a sequence / tensor of B ints, got {prompt_len!r}")

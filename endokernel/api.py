@@ -1,29 +1,24 @@
-"""Public functions: validate the arguments once, pick a backend, compute per-position statistics, finalize."""
+"""Public functions: validate what can be checked without looking at the data (shapes, dtypes, devices,
+scalars), pick a backend, and call the custom op that does the rest (see ``ops.py``). Everything here is
+traceable by ``torch.compile``; checks that need the data (ids in range, prompt lengths) run inside the ops."""
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 
-from . import stats
-from ._alloc import new_empty
+from . import ops, stats
 from ._validate import (
     check_gamma_beta,
     check_head,
     check_integer_tensor,
     check_same_device,
-    check_token_range,
     optional_positive_float,
     positive_float,
-    prompt_lengths,
-    row_lengths,
+    prompt_len_tensor,
     unpack_lm_head,
 )
-from .finalize import finalize
-from .layout import ResponseLayout
-from .transform import LogitTransform
 
 
 class TokenStatistics(NamedTuple):
@@ -33,30 +28,47 @@ class TokenStatistics(NamedTuple):
     lse: torch.Tensor  # alpha * logsumexp(z / alpha)
 
 
-def _prepare(
-    hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None,
-    alpha: float, logit_scale: float | None, softcap: float | None, backend: str,
-) -> tuple[torch.Tensor, LogitTransform, str]:
+class _Head(NamedTuple):
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    logit_scale: float | None
+    softcap: float | None
+    backend: str
+
+
+def _head(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None,
+          logit_scale: float | None, softcap: float | None, backend: str) -> _Head:
     if not isinstance(hidden, torch.Tensor):
         raise TypeError(f"hidden must be a tensor, got {type(hidden).__name__}")
     weight, bias = unpack_lm_head(lm_head, bias)
     check_same_device(hidden=hidden, lm_head=weight, bias=bias)
     backend = stats.resolve_backend(backend, hidden.device)
     check_head(weight, bias, hidden, backend)
-    transform = LogitTransform(
-        alpha=positive_float("alpha", alpha),
-        bias=bias.detach() if bias is not None else None,
-        logit_scale=optional_positive_float("logit_scale", logit_scale),
-        softcap=optional_positive_float("softcap", softcap),
-    )
-    return weight.detach(), transform, backend
+    return _Head(weight, bias, optional_positive_float("logit_scale", logit_scale),
+                 optional_positive_float("softcap", softcap), backend)
 
 
-def _out_dtype(hidden: torch.Tensor) -> torch.dtype:
-    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+def _sequences(hidden: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    """(hidden (B, T, D), ids (B, T), mask (B, T) or None, unbatched) after shape checks."""
+    check_integer_tensor("ids", ids)
+    check_same_device(hidden=hidden, ids=ids, attention_mask=attention_mask)
+    if ids.dim() not in (1, 2):
+        raise ValueError(f"ids must have shape (T,) or (B, T), got {tuple(ids.shape)}")
+    if hidden.dim() != ids.dim() + 1 or hidden.shape[:-1] != ids.shape:
+        raise ValueError(f"hidden must have shape {tuple(ids.shape) + ('D',)} to match ids, got {tuple(hidden.shape)}")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+        if attention_mask.shape != ids.shape:
+            raise ValueError(f"attention_mask must have the shape of ids {tuple(ids.shape)}, "
+                             f"got {tuple(attention_mask.shape)}")
+    unbatched = ids.dim() == 1
+    if unbatched:
+        hidden, ids = hidden[None], ids[None]
+        attention_mask = None if attention_mask is None else attention_mask[None]
+    return hidden, ids, attention_mask, unbatched
 
 
-@torch.no_grad()
 def token_statistics(
     hidden: torch.Tensor,
     lm_head: torch.Tensor | torch.nn.Module,
@@ -74,24 +86,19 @@ def token_statistics(
     ``z = softcap * tanh(((W h + bias) * logit_scale) / softcap)`` (steps skipped when their argument is None):
     ``chosen_logit = z[target]`` (0 where ``target < 0``) and ``lse = alpha * logsumexp(z / alpha)``.
     ``lm_head``: (V, D) tensor of hidden's dtype, or an ``nn.Linear`` (its bias is used). ``targets``: integer
-    tensor of hidden's leading shape; values in [0, V), or negative for "no target". Not differentiable.
+    tensor of hidden's leading shape; values in [0, V), or negative for "no target". Differentiable with
+    respect to hidden, the LM head and bias.
     """
-    weight, transform, backend = _prepare(hidden, lm_head, bias, alpha, logit_scale, softcap, backend)
+    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
     check_integer_tensor("targets", targets)
     check_same_device(hidden=hidden, targets=targets)
-    if tuple(targets.shape) != tuple(hidden.shape[:-1]):
+    if targets.shape != hidden.shape[:-1]:
         raise ValueError(f"targets must have hidden's leading shape {tuple(hidden.shape[:-1])}, got {tuple(targets.shape)}")
-    check_token_range("targets", targets, weight.shape[0], allow_negative=True)
-
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    rows = torch.arange(flat_hidden.shape[0], device=hidden.device)
-    chosen = new_empty(rows.numel(), dtype=_out_dtype(hidden), device=hidden.device)
-    lse = new_empty(rows.numel(), dtype=_out_dtype(hidden), device=hidden.device)
-    stats.chosen_and_lse(backend, flat_hidden, weight, rows, targets.reshape(-1).to(torch.int64), transform, chosen, lse)
-    return TokenStatistics(chosen.view(targets.shape), lse.view(targets.shape))
+    chosen, lse, _ = ops.token_statistics_op(hidden, head.weight, head.bias, targets, positive_float("alpha", alpha),
+                                             head.logit_scale, head.softcap, False, head.backend)
+    return TokenStatistics(chosen, lse)
 
 
-@torch.no_grad()
 def fused_endogenous_reward(
     hidden: torch.Tensor,
     lm_head: torch.Tensor | torch.nn.Module,
@@ -136,43 +143,55 @@ def fused_endogenous_reward(
     Returns:
         float32 rewards of shape (B,) (0-d for unbatched input; float64 for float64 inputs). With
         ``return_per_token``, ``(rewards, per_token)``, ``per_token`` shaped like ``ids`` with ``r_k`` at
-        position ``P + k`` and 0 elsewhere. Not differentiable: results carry no gradient.
+        position ``P + k`` and 0 elsewhere. Differentiable with respect to hidden, the LM head and bias.
     """
-    weight, transform, backend = _prepare(hidden, lm_head, bias, alpha, logit_scale, softcap, backend)
+    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
     gamma, beta = check_gamma_beta(gamma, beta)
-    check_integer_tensor("ids", ids)
-    check_same_device(hidden=hidden, ids=ids)
-    if ids.dim() not in (1, 2):
-        raise ValueError(f"ids must have shape (T,) or (B, T), got {tuple(ids.shape)}")
-    if hidden.dim() != ids.dim() + 1 or hidden.shape[:-1] != ids.shape:
-        raise ValueError(f"hidden must have shape {tuple(ids.shape) + ('D',)} to match ids, got {tuple(hidden.shape)}")
+    hidden3, ids2, mask2, unbatched = _sequences(hidden, ids, attention_mask)
     if vocab_size is None:
-        vocab_size = weight.shape[0]
+        vocab_size = head.weight.shape[0]
     elif isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
     if not isinstance(return_per_token, bool):
         raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
 
-    unbatched = ids.dim() == 1
-    ids2 = ids[None] if unbatched else ids
-    hidden3 = hidden[None] if unbatched else hidden
-    mask2 = attention_mask[None] if unbatched and isinstance(attention_mask, torch.Tensor) else attention_mask
-    batch, seq_len = ids2.shape
-    lengths = row_lengths(mask2, batch, seq_len, ids.device)
-    real = None if mask2 is None else mask2.bool()
-    check_token_range("ids", ids2 if real is None else ids2[real], weight.shape[0])
-    layout = ResponseLayout.build(ids2, prompt_lengths(prompt_len, lengths), lengths)
-
-    out_dtype = _out_dtype(hidden)
-    chosen = new_empty(layout.num_positions, dtype=out_dtype, device=hidden.device)
-    lse = new_empty(layout.num_positions, dtype=out_dtype, device=hidden.device)
-    flat_hidden = hidden3.reshape(batch * seq_len, hidden.shape[-1])
-    stats.chosen_and_lse(backend, flat_hidden, weight, layout.rows, layout.targets, transform, chosen, lse)
-    rewards, per_token = finalize(
-        chosen, lse, layout,
-        terminal=transform.alpha * math.log(vocab_size),
-        gamma=gamma, beta=beta, out_dtype=out_dtype, use_triton=backend == "triton",
-    )
+    rewards, per_token, _ = ops.endogenous_reward_op(
+        hidden3, head.weight, head.bias, ids2, prompt_len_tensor(prompt_len, ids2.shape[0], ids.device), mask2,
+        positive_float("alpha", alpha), gamma, beta, vocab_size, head.logit_scale, head.softcap, head.backend)
     if unbatched:
         rewards, per_token = rewards[0], per_token[0]
     return (rewards, per_token) if return_per_token else rewards
+
+
+def fused_token_logprobs(
+    hidden: torch.Tensor,
+    lm_head: torch.Tensor | torch.nn.Module,
+    ids: torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    bias: torch.Tensor | None = None,
+    logit_scale: float | None = None,
+    softcap: float | None = None,
+    return_entropy: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of ``ids`` under the model, without building the logits.
+
+    Position ``t >= 1`` holds ``log p(ids[t] | ids[:t])`` from ``hidden[..., t-1, :]`` with the transformed
+    logits (bias, logit_scale, softcap as in ``fused_endogenous_reward``) divided by ``temperature``; position 0
+    and padding hold 0. With ``return_entropy``, also the entropy of that same distribution at the same
+    positions. Shapes: hidden (T, D) or (B, T, D), ids (T,) or (B, T), attention_mask like ids (right-padded);
+    returns float32 tensors shaped like ``ids``. Differentiable with respect to hidden, the LM head and bias.
+    """
+    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
+    hidden3, ids2, mask2, unbatched = _sequences(hidden, ids, attention_mask)
+    if not isinstance(return_entropy, bool):
+        raise TypeError(f"return_entropy must be a bool, got {return_entropy!r}")
+    logprobs, entropy, _ = ops.token_logprobs_op(
+        hidden3, head.weight, head.bias, ids2, mask2, positive_float("temperature", temperature), head.logit_scale,
+        head.softcap, return_entropy, head.backend)
+    if unbatched:
+        logprobs = logprobs[0]
+        entropy = entropy[0] if return_entropy else entropy
+    return (logprobs, entropy) if return_entropy else logprobs

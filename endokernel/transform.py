@@ -1,5 +1,6 @@
 """The logit transforms every backend applies: ``z = (W h + bias) * logit_scale``, then
-``softcap * tanh(z / softcap)``, and the temperature ``alpha`` of the soft value ``alpha * lse(z / alpha)``."""
+``softcap * tanh(z / softcap)``; and the temperature of the distribution ``softmax(z / temperature)`` whose
+statistics are taken (``alpha`` of the soft value, or the sampling temperature of log-probs)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import torch
 class LogitTransform:
     """Validated transform parameters; ``None`` means the step is skipped."""
 
-    alpha: float = 1.0
+    temperature: float = 1.0
     bias: torch.Tensor | None = None  # (V,), any float dtype
     logit_scale: float | None = None
     softcap: float | None = None
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        """Transformed logits ``z`` (not divided by alpha), in ``logits``' dtype; (..., V) -> (..., V)."""
+        """Transformed logits ``z`` (not divided by the temperature), in ``logits``' dtype; (..., V) -> (..., V)."""
         return self.scale_and_cap(logits if self.bias is None else logits + self.bias.to(logits.dtype))
 
     def scale_and_cap(self, z: torch.Tensor) -> torch.Tensor:
@@ -30,7 +31,15 @@ class LogitTransform:
             z = self.softcap * torch.tanh(z / self.softcap)
         return z
 
+    def grad_to_raw(self, grad_z: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Chain rule from ``dL/dz`` to ``dL/d(W h + bias)``, given the transformed ``z``; in place on ``grad_z``."""
+        if self.softcap is not None:
+            grad_z.mul_(1 - (z / self.softcap).square())
+        if self.logit_scale is not None:
+            grad_z.mul_(self.logit_scale)
+        return grad_z
+
     @property
-    def log2e_over_alpha(self) -> float:
-        """Folded scale for kernels that use exp2: ``exp((z - m) / alpha) == exp2((z - m) * log2e_over_alpha)``."""
-        return math.log2(math.e) / self.alpha
+    def log2e_over_temperature(self) -> float:
+        """Folded scale for kernels that use exp2: ``exp((z - m) / T) == exp2((z - m) * log2e_over_temperature)``."""
+        return math.log2(math.e) / self.temperature

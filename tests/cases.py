@@ -57,7 +57,7 @@ def make_case(*, batch: int, seq_len: int, vocab: int, dim: int, dtype=torch.flo
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected| (normwise); NaN anywhere counts as infinite error."""
-    actual, expected = actual.double(), expected.double()
+    actual, expected = actual.detach().double(), expected.detach().double()
     if not torch.isfinite(actual).all():
         return float("inf")
     scale = expected.abs().max().clamp_min(1e-30)

@@ -22,7 +22,7 @@ def random_stats_inputs(num_positions=23, rows_total=40, vocab=531, dim=37, dtyp
     weight = (torch.randn(vocab, dim, generator=g) * 3 / dim**0.5).to(dtype)
     rows = torch.randperm(rows_total, generator=g)[:num_positions]
     targets = torch.randint(-1, vocab, (num_positions,), generator=g)
-    transform = LogitTransform(alpha=0.7, bias=torch.randn(vocab, generator=g), logit_scale=1.3, softcap=6.0)
+    transform = LogitTransform(temperature=0.7, bias=torch.randn(vocab, generator=g), logit_scale=1.3, softcap=6.0)
     return seed, hidden, weight, rows, targets, transform
 
 
@@ -36,7 +36,7 @@ def run(fn, hidden, weight, rows, targets, transform, **kwargs):
 def expected(hidden, weight, rows, targets, transform):
     chosen = torch.empty(rows.numel(), dtype=torch.float64)
     lse = torch.empty(rows.numel(), dtype=torch.float64)
-    t64 = LogitTransform(transform.alpha, transform.bias.double(), transform.logit_scale, transform.softcap)
+    t64 = LogitTransform(transform.temperature, transform.bias.double(), transform.logit_scale, transform.softcap)
     reference.chosen_and_lse(hidden.double(), weight.double(), rows, targets, t64, chosen, lse)
     return chosen, lse
 

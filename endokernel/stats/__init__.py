@@ -1,21 +1,27 @@
-"""Per-position statistics, one module per backend, all with the same contract:
+"""Per-position statistics, one module per backend, all with the same contract.
 
-``chosen_and_lse(hidden (M, D), weight (V, D), rows (N,) int64, targets (N,) int64, transform,
-chosen_out (N,), lse_out (N,))`` writes, for each position ``n`` with logits ``z = transform(W @ hidden[rows[n]])``,
-``chosen_out[n] = z[targets[n]]`` (0 where ``targets[n] < 0``) and ``lse_out[n] = alpha * logsumexp(z / alpha)``.
+Forward ``chosen_and_lse(hidden (M, D), weight (V, D), rows (N,) int64, targets (N,) int64, transform,
+chosen_out (N,), lse_out (N,), entropy_out (N,) or None)`` writes, for each position ``n`` with logits
+``z = transform(W @ hidden[rows[n]])`` and temperature ``T``: ``chosen_out[n] = z[targets[n]]`` (0 where
+``targets[n] < 0``), ``lse_out[n] = T * logsumexp(z / T)`` and, when asked, the entropy of ``softmax(z / T)``.
+
+Backward ``backward(hidden, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse,
+grad_entropy, needs)`` returns ``(grad_h (N, D), grad_weight (V, D), grad_bias (V,))`` in the accumulation
+dtype (float32, or float64 for float64 inputs), ``None`` where ``needs`` (hidden, weight, bias) is False.
+``grad_h`` row ``n`` belongs to ``hidden[rows[n]]``.
 """
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import torch
 
 from .._triton import HAS_TRITON, require_triton
-from ..transform import LogitTransform
 
 BACKENDS = ("auto", "reference", "torch", "triton")
-_MODULES = {"reference": "reference", "torch": "torch_tiled", "triton": "triton_fwd"}
+_MODULES = {"reference": "reference", "torch": "torch_tiled", "triton": "triton_backend"}
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -29,16 +35,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def chosen_and_lse(
-    backend: str,
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    rows: torch.Tensor,
-    targets: torch.Tensor,
-    transform: LogitTransform,
-    chosen_out: torch.Tensor,
-    lse_out: torch.Tensor,
-) -> None:
-    """Run the concrete ``backend`` (see ``resolve_backend``)."""
-    module = importlib.import_module(f".{_MODULES[backend]}", __name__)  # triton modules load only when used
-    module.chosen_and_lse(hidden, weight, rows, targets, transform, chosen_out, lse_out)
+def module(backend: str) -> ModuleType:
+    """The module implementing a concrete backend (triton modules load only when used)."""
+    return importlib.import_module(f".{_MODULES[backend]}", __name__)

@@ -1,11 +1,11 @@
-"""Fused Triton statistics: per position, the chosen-token logit and ``alpha * logsumexp(z / alpha)``,
-straight from ``hidden`` and the LM head. Nothing of size N x V is ever allocated.
+"""Fused Triton statistics: per position, the chosen-token logit, ``T * logsumexp(z / T)`` and optionally the
+entropy of ``softmax(z / T)``, straight from ``hidden`` and the LM head. Nothing of size N x V is allocated.
 
 The grid is (token tiles) x (vocab splits). Each program owns ``BLOCK_T`` positions and one contiguous
 range of the vocabulary; it walks that range ``BLOCK_V`` rows of the LM head at a time, computes the logits
 tile with ``tl.dot`` (fp32 accumulation), applies bias / scale / softcap, picks the chosen logit and folds
-the tile into an online (max, sum-exp2) pair. Splits let short inputs fill the GPU; their partials are
-merged in split order by ``combine_splits_kernel``, so results are bitwise identical run to run.
+the tile into an online (max, sum-exp2[, sum exp * (s - max)]) triple. Splits let short inputs fill the GPU;
+their partials are merged in split order by ``combine_splits_kernel``: bitwise identical run to run.
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ from dataclasses import dataclass
 import torch
 
 from .._alloc import new_empty
-from .._triton import launch, multiprocessor_count, require_triton, tl, triton
+from .._triton import launch, multiprocessor_count, tl, triton
 from ..transform import LogitTransform
 from .triton_combine import combine_splits_kernel
+from .triton_tile import LOG2E, transformed_logits
+
 
 @triton.jit
 def partial_stats_kernel(
     hidden_ptr, weight_ptr, bias_ptr, rows_ptr, targets_ptr,
-    part_max_ptr, part_sum_ptr, part_chosen_ptr,  # (S, N) fp32 each
+    part_ptr, part_stride,  # (4, S, N) fp32: max, sum of exp, sum of exp * (s - max), chosen; stride S * N
     num_positions, vocab, dim,
     stride_hn, stride_hd, stride_wv, stride_wd,
     vocab_per_split,
-    logit_scale, softcap, log2e_over_alpha,
-    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    logit_scale, softcap, inv_temperature,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_ENTROPY: tl.constexpr,
     INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
@@ -43,48 +45,37 @@ def partial_stats_kernel(
 
     run_max = tl.full((BLOCK_T,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_T,), tl.float32)
+    run_dev = tl.zeros((BLOCK_T,), tl.float32)  # sum of exp(s - max) * (s - max), s = z / T
     chosen = tl.zeros((BLOCK_T,), tl.float32)
     for v0 in range(v_begin, v_end, BLOCK_V):
         offs_v = v0 + tl.arange(0, BLOCK_V)  # int32 indices (V < 2**31), int64 element offsets
         v_mask = offs_v < v_end
-        w_cols = weight_ptr + offs_v.to(tl.int64) * stride_wv
+        z = transformed_logits(
+            h_rows, t_mask, weight_ptr + offs_v.to(tl.int64) * stride_wv, v_mask, offs_v, bias_ptr,
+            dim, stride_hd, stride_wd, logit_scale, softcap,
+            HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
+        chosen += tl.sum(tl.where(offs_v[None, :] == targets[:, None], z, 0.0), axis=1)
 
-        logits = tl.zeros((BLOCK_T, BLOCK_V), tl.float32)
-        for d0 in range(0, dim, BLOCK_D):
-            offs_d = d0 + tl.arange(0, BLOCK_D)
-            d_mask = offs_d < dim
-            h = tl.load(h_rows[:, None] + offs_d[None, :] * stride_hd,
-                        mask=t_mask[:, None] & d_mask[None, :], other=0.0)
-            w = tl.load(w_cols[None, :] + offs_d[:, None] * stride_wd,
-                        mask=d_mask[:, None] & v_mask[None, :], other=0.0)
-            if DOT_IN_FP32:
-                h = h.to(tl.float32)
-                w = w.to(tl.float32)
-            logits = tl.dot(h, w, logits, input_precision=INPUT_PRECISION)
-
-        if HAS_BIAS:
-            logits += tl.load(bias_ptr + offs_v, mask=v_mask, other=0.0).to(tl.float32)[None, :]
-        if HAS_SCALE:
-            logits *= logit_scale
-        if HAS_SOFTCAP:
-            # softcap * tanh(z / softcap) with tanh = sign * (1 - e) / (1 + e), e = exp(-2|x|): never overflows
-            x = logits / softcap
-            e = tl.exp2(tl.abs(x) * -2.8853900817779268)  # exp(-2|x|), 2 / ln(2) = 2.885...
-            tanh_abs = (1.0 - e) / (1.0 + e)
-            logits = softcap * tl.where(x < 0, -tanh_abs, tanh_abs)
-
-        chosen += tl.sum(tl.where(offs_v[None, :] == targets[:, None], logits, 0.0), axis=1)
-
-        logits = tl.where(v_mask[None, :], logits, float("-inf"))
-        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
-        tile_sum = tl.sum(tl.exp2((logits - new_max[:, None]) * log2e_over_alpha), axis=1)
-        run_sum = run_sum * tl.exp2((run_max - new_max) * log2e_over_alpha) + tile_sum
+        new_max = tl.maximum(run_max, tl.max(tl.where(v_mask[None, :], z, float("-inf")), axis=1))
+        centered = (z - new_max[:, None]) * inv_temperature
+        exps = tl.where(v_mask[None, :], tl.exp2(centered * LOG2E), 0.0)
+        shift = (run_max - new_max) * inv_temperature  # -inf on the first tile, where run_sum is 0
+        old_scale = tl.exp2(shift * LOG2E)
+        if HAS_ENTROPY:
+            shift = tl.where(run_sum > 0, shift, 0.0)
+            run_dev = old_scale * (run_dev + shift * run_sum) + tl.sum(exps * centered, axis=1)
+        run_sum = run_sum * old_scale + tl.sum(exps, axis=1)
         run_max = new_max
 
-    out = split.to(tl.int64) * num_positions + offs_t
-    tl.store(part_max_ptr + out, run_max, mask=t_mask)
-    tl.store(part_sum_ptr + out, run_sum, mask=t_mask)
-    tl.store(part_chosen_ptr + out, chosen, mask=t_mask)
+    out = part_ptr + split.to(tl.int64) * num_positions + offs_t
+    tl.store(out, run_max, mask=t_mask)
+    out += part_stride  # pointer steps, not products: 64-bit whatever S * N
+    tl.store(out, run_sum, mask=t_mask)
+    out += part_stride
+    if HAS_ENTROPY:
+        tl.store(out, run_dev, mask=t_mask)
+    out += part_stride
+    tl.store(out, chosen, mask=t_mask)
 
 
 @dataclass(frozen=True)
@@ -111,11 +102,22 @@ def choose_num_splits(num_positions: int, vocab: int, config: KernelConfig, devi
     return max(1, min(wanted, triton.cdiv(vocab, 4 * config.block_v)))
 
 
-def _input_precision(dtype: torch.dtype) -> str:
+def kernel_flags(hidden: torch.Tensor, transform: LogitTransform) -> dict:
+    """The constexpr flags every statistics kernel takes."""
     # fp32 inputs follow torch's own matmul setting: exact fp32 unless the user opted into TF32
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    tf32 = hidden.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return dict(
+        HAS_BIAS=transform.bias is not None,
+        HAS_SCALE=transform.logit_scale is not None,
+        HAS_SOFTCAP=transform.softcap is not None,
+        INPUT_PRECISION="tf32" if tf32 else "ieee",
+        DOT_IN_FP32=hidden.device.type == "cpu" and hidden.dtype == torch.bfloat16,
+    )
+
+
+def transform_scalars(transform: LogitTransform) -> tuple[float, float, float]:
+    """(logit_scale, softcap, 1 / temperature) as the kernels take them (unused ones are 1)."""
+    return float(transform.logit_scale or 1.0), float(transform.softcap or 1.0), 1.0 / transform.temperature
 
 
 def chosen_and_lse(
@@ -126,17 +128,13 @@ def chosen_and_lse(
     transform: LogitTransform,
     chosen_out: torch.Tensor,
     lse_out: torch.Tensor,
+    entropy_out: torch.Tensor | None = None,
     *,
     config: KernelConfig | None = None,
     num_splits: int | None = None,
 ) -> None:
-    """Write per-position statistics into ``chosen_out`` / ``lse_out`` (N,) fp32.
-
-    ``hidden`` (M, D) and ``weight`` (V, D): same dtype (fp32 / bf16 / fp16), any strides. ``rows`` (N,)
-    int64 selects rows of ``hidden``; ``targets`` (N,) int64 is the token whose logit is gathered
-    (< 0: none, chosen is 0). ``config`` and ``num_splits`` override the defaults (tests use them).
-    """
-    require_triton()
+    """Same contract as every backend (see ``endokernel.stats``); outputs fp32. ``hidden`` and ``weight``
+    share a dtype (fp32 / bf16 / fp16), any strides. ``config`` and ``num_splits`` override the defaults."""
     num_positions = rows.numel()
     if num_positions == 0:
         return
@@ -147,25 +145,19 @@ def chosen_and_lse(
     vocab_per_split = triton.cdiv(triton.cdiv(vocab, splits), config.block_v) * config.block_v
     splits = triton.cdiv(vocab, vocab_per_split)  # no empty split
 
-    partials = new_empty((3, splits, num_positions), dtype=torch.float32, device=device)
-    part_max, part_sum, part_chosen = partials.unbind(0)
+    partials = new_empty((4, splits, num_positions), dtype=torch.float32, device=device)
     bias = transform.bias
     launch(
         partial_stats_kernel,
         (triton.cdiv(num_positions, config.block_t), splits),
         device,
-        hidden, weight, bias if bias is not None else weight, rows, targets,
-        part_max, part_sum, part_chosen,
+        hidden, weight, bias if bias is not None else weight, rows, targets, partials, splits * num_positions,
         num_positions, vocab, dim,
         hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
         vocab_per_split,
-        float(transform.logit_scale or 1.0), float(transform.softcap or 1.0), transform.log2e_over_alpha,
-        HAS_BIAS=bias is not None,
-        HAS_SCALE=transform.logit_scale is not None,
-        HAS_SOFTCAP=transform.softcap is not None,
-        INPUT_PRECISION=_input_precision(hidden.dtype),
-        # Triton's interpreter multiplies bf16 bit patterns in tl.dot (triton-lang/triton#11584): upcast there
-        DOT_IN_FP32=device.type == "cpu" and hidden.dtype == torch.bfloat16,
+        *transform_scalars(transform),
+        HAS_ENTROPY=entropy_out is not None,
+        **kernel_flags(hidden, transform),
         BLOCK_T=config.block_t, BLOCK_V=config.block_v, BLOCK_D=config.block_d,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
@@ -174,7 +166,8 @@ def chosen_and_lse(
         combine_splits_kernel,
         (triton.cdiv(num_positions, combine_block),),
         device,
-        part_max, part_sum, part_chosen, chosen_out, lse_out,
-        num_positions, splits, transform.log2e_over_alpha,
+        partials, splits * num_positions, chosen_out, lse_out, entropy_out if entropy_out is not None else lse_out,
+        num_positions, splits, transform.temperature, 1.0 / transform.temperature,
+        HAS_ENTROPY=entropy_out is not None,
         BLOCK=combine_block,
     )
