@@ -1,0 +1,48 @@
+"""Length bucketing: rows sorted by length into token-budget batches, and right padding into tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+DEFAULT_MAX_TOKENS = 8192  # padded tokens per batch when neither a row nor a token limit is given
+
+
+def length_buckets(lengths: Sequence[int], *, batch_size: int | None = None,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Indices into ``lengths`` grouped into batches, longest rows first (ties in input order).
+
+    A batch holds at most ``batch_size`` rows, and its padded size (rows x its longest row) stays within
+    ``max_tokens`` (a row longer than that gets a batch of its own). With neither limit given, ``max_tokens``
+    is ``DEFAULT_MAX_TOKENS``. Sorting by length keeps padding small, and the first batch is the largest, so
+    a batch that does not fit in memory fails at once.
+    """
+    for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    if batch_size is None and max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        batch = batches[-1] if batches else None
+        # rows arrive longest first, so a batch's first row sets its padded length
+        full = batch is None or (batch_size is not None and len(batch) >= batch_size) or (
+            max_tokens is not None and lengths[batch[0]] * (len(batch) + 1) > max_tokens)
+        if full:
+            batches.append([i])
+        else:
+            batch.append(i)
+    return batches
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows -> right-padded ``ids`` (B, T) int64 and ``attention_mask`` (B, T) int64 (1 = real)."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.int64)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row, dtype=torch.int64)
+        mask[r, : len(row)] = 1
+    return ids, mask

@@ -1,0 +1,188 @@
+"""``EndogenousRewardModel``: the endogenous reward of (prompt, response) pairs under a ``transformers`` causal LM,
+one pair at a time with the original evaluation script's names and results, or in length-bucketed batches.
+Logits are never built: the decoder body gives the final hidden states, ``fused_endogenous_reward`` the rest."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from numbers import Real
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .. import fused_endogenous_reward
+from .batching import length_buckets, pad_right
+from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+Rows = list[tuple[list[int], int]]  # (prompt + response token ids, response start P) per pair
+
+
+class EndogenousRewardModel:
+    """The endogenous reward (arXiv 2506.23235) of responses under a causal LM.
+
+    Args:
+        model: a ``transformers`` causal LM (put in eval mode here); its config gives ``vocab_size`` (terminal
+            value), ``max_position_embeddings`` and any logit transform (softcap, logit scale).
+        tokenizer: its tokenizer. Prompts are tokenized with special tokens, responses without.
+        alpha: temperature of the soft value, > 0.
+        chat_template: format each prompt as a user turn with the tokenizer's chat template (and generation
+            prompt) before tokenizing it, then without added special tokens: the template holds them. Off by
+            default, as in the original script.
+        score_overlong: score sequences longer than ``max_position_embeddings`` anyway; by default they get
+            ``float("-inf")``, as in the original script.
+        backend: the kernel backend, see ``fused_endogenous_reward``.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
+                 chat_template: bool = False, score_overlong: bool = False, backend: str = "auto") -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat_template=True, but the tokenizer has no chat template")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.alpha = float(alpha)
+        self.chat_template = bool(chat_template)
+        self.score_overlong = bool(score_overlong)
+        self.backend = backend
+        self.max_positions = max_positions(model)
+        self._decoder = decoder_body(model)
+        output_head(model)  # fail here for a model without an LM head; it is read again per call (model.to)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto",
+                        device: str | torch.device | None = None, alpha: float = 1.0,
+                        **options) -> "EndogenousRewardModel":
+        """Load with ``AutoModelForCausalLM`` / ``AutoTokenizer`` (a local folder works offline).
+
+        ``dtype``: 'auto' (the checkpoint's), 'float32', 'bfloat16', 'float16' or a ``torch.dtype``;
+        ``device``: default cuda when available, else cpu; ``options``: keyword arguments of the constructor.
+        """
+        if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise ValueError(f"dtype must be one of {list(DTYPES)} or a torch.dtype, got {dtype!r}")
+            dtype = DTYPES[dtype]
+        elif not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a str or a torch.dtype, got {type(dtype).__name__}")
+        device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device)
+        return cls(model, AutoTokenizer.from_pretrained(name_or_path), alpha, **options)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def calculate_reward(self, prompt: str, response: str, gamma: float = 0.95, beta: float = 0.0) -> float:
+        """The reward of one response, as the original script computes it: 0.0 for an empty response,
+        ``float("-inf")`` for a sequence longer than ``max_position_embeddings`` (unless ``score_overlong``)."""
+        for name, value in (("prompt", prompt), ("response", response)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        rewards = self._score_rows(self.encode([prompt], [response]), *_discount(gamma, beta))[0]
+        return float(rewards[0])
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
+              batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
+              progress: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Rewards of N (prompt, response) pairs, each equal to ``calculate_reward`` of the pair.
+
+        Pairs are sorted by length into right-padded batches of at most ``batch_size`` rows and ``max_tokens``
+        padded tokens (see ``length_buckets``); results come back in input order. ``progress``: a tqdm bar
+        (default: on a terminal, when there is more than one batch).
+
+        Returns:
+            (N,) float32 rewards on the CPU (float64 for a float64 model). With ``return_per_token``, also a
+            list of N 1-D tensors, one reward per response token (empty for an empty response, NaN for a
+            sequence left unscored as too long).
+        """
+        if not isinstance(return_per_token, bool):
+            raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
+        rewards, per_token = self._score_rows(self.encode(prompts, responses), *_discount(gamma, beta),
+                                              batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+        return (rewards, per_token) if return_per_token else rewards
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
+        """Each pair's token ids (prompt with special tokens, then response without) and response start."""
+        prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
+        if len(prompts) != len(responses):
+            raise ValueError(
+                f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
+        if not prompts:
+            return []
+        if self.chat_template:
+            texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                        add_generation_prompt=True) for p in prompts]
+            prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        else:
+            prompt_ids = self.tokenizer(prompts)["input_ids"]
+        response_ids = self.tokenizer(responses, add_special_tokens=False)["input_ids"]
+        for i, ids in enumerate(prompt_ids):
+            if not ids:  # the first response token would have no position to be predicted from
+                raise ValueError(f"prompts[{i}] gives no tokens; the reward needs at least one prompt token")
+        return [(list(p) + list(r), len(p)) for p, r in zip(prompt_ids, response_ids)]
+
+    def _score_rows(self, rows: Rows, gamma: float, beta: float, *, batch_size: int | None = None,
+                    max_tokens: int | None = None,
+                    progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        head = output_head(self.model)
+        out_dtype = torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+        rewards = torch.zeros(len(rows), dtype=out_dtype)
+        per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
+        todo = []
+        for i, (ids, start) in enumerate(rows):
+            if len(ids) == start:
+                continue  # empty response: 0.0, as in the original script
+            if not self.score_overlong and self.max_positions is not None and len(ids) > self.max_positions:
+                rewards[i] = float("-inf")
+                per_token[i].fill_(float("nan"))
+                continue
+            todo.append(i)
+        batches = length_buckets([len(rows[i][0]) for i in todo], batch_size=batch_size, max_tokens=max_tokens)
+        disable = (len(batches) < 2 or None) if progress is None else not progress
+        with tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar:
+            for batch in batches:
+                index = [todo[j] for j in batch]
+                batch_rewards, batch_tokens = self._score_batch([rows[i] for i in index], head, gamma, beta)
+                rewards[index] = batch_rewards.cpu().to(out_dtype)
+                for r, i in enumerate(index):
+                    per_token[i] = batch_tokens[r, rows[i][1] : len(rows[i][0])].cpu().to(out_dtype)
+                bar.update(len(index))
+        return rewards, per_token
+
+    @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
+    def _score_batch(self, rows: Rows, head: OutputHead, gamma: float,
+                     beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
+        ids, mask = (t.to(self.device) for t in pad_right([ids for ids, _ in rows]))
+        hidden = final_hidden_states(self._decoder, ids, mask)
+        where = head.weight.device  # the last layer's device, for a model split across devices
+        return fused_endogenous_reward(
+            hidden.to(where, head.weight.dtype), head.weight, ids.to(where), prompt_len=[start for _, start in rows],
+            attention_mask=mask.to(where), alpha=self.alpha, gamma=gamma, beta=beta, vocab_size=head.vocab_size,
+            bias=head.bias, logit_scale=head.logit_scale, softcap=head.softcap, return_per_token=True,
+            backend=self.backend,
+        )
+
+
+def _strings(name: str, values: object) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}[{i}] must be a str, got {type(value).__name__}")
+    return list(values)
+
+
+def _discount(gamma: object, beta: object) -> tuple[float, float]:
+    """The core's rules for gamma and beta, checked here too: pairs that need no kernel call (empty or
+    overlong responses) must not let bad values through."""
+    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
+        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
+    if isinstance(beta, bool) or not isinstance(beta, Real) or not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    return float(gamma), float(beta)
