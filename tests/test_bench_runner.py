@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from endokernel.bench.command import add_arguments, settings_from_args
+from endokernel.bench.methods import METHODS
 from endokernel.cli import main
 
 
@@ -35,7 +36,6 @@ def test_runner_writes_table_json_and_plot(tmp_path, capsys):
 
 def test_skips_alternatives_predicted_too_slow_or_too_large_never_the_core(monkeypatch):
     from endokernel.bench import measure
-    from endokernel.bench.methods import METHODS
     from endokernel.bench.shapes import Case, parse_head
     from endokernel.bench.sweep import _skip_reason
 
@@ -72,6 +72,13 @@ def _settings(argv):
 def test_bad_options_name_the_option(argv, option):
     with pytest.raises(ValueError, match=option):
         _settings(["--device", "cpu", *argv] if "--device" not in argv else argv)
+
+
+def test_method_groups_split_forward_and_backward():
+    forward = _settings(["--device", "cpu"]).methods
+    backward = _settings(["--device", "cpu", "--methods", "backward"]).methods
+    assert "torch" in forward and not any(METHODS[name].backward for name in forward)
+    assert "floor" in backward and "torch+bwd" in backward and "torch" not in backward
 
 
 def test_quick_and_explicit_options_combine():

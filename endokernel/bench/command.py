@@ -17,7 +17,7 @@ import torch
 
 from . import plots, report, sweep
 from .environment import describe, slug
-from .methods import METHODS
+from .methods import BACKWARD, FORWARD, METHODS
 from .shapes import DTYPES, parse_head
 
 T = TypeVar("T")
@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", help="comma-separated heads: qwen3-4b, llama3-8b, gemma2-2b, or D:V[:softcap]")
     parser.add_argument("--tokens", help="comma-separated N (CPU default 512,2048,8192; GPU 1024..131072)")
     parser.add_argument("--dtypes", help=f"comma-separated, from {', '.join(DTYPES)} (default bfloat16,float32)")
-    parser.add_argument("--methods", default="all", help=f"comma-separated, from {', '.join(METHODS)}; or all")
+    parser.add_argument("--methods", default="all",
+                        help=f"comma-separated, from {', '.join(METHODS)}; or all (the forward methods), or "
+                             "backward (forward + backward methods and the floor)")
     parser.add_argument("--repeats", type=int, help="timed calls per method and case, at most (CPU default 3)")
     parser.add_argument("--time-budget", type=float,
                         help="seconds of timed calls per method and case before repeats stop (CPU default 30)")
@@ -103,7 +105,8 @@ def settings_from_args(args: argparse.Namespace) -> sweep.Settings:
     device = _device(args.device)
     given = {name: getattr(args, name) for name in DEFAULTS["cpu"] if getattr(args, name) is not None}
     values = {**DEFAULTS[device.type], **(QUICK[device.type] if args.quick else {}), **given}
-    methods = list(METHODS) if args.methods == "all" else _items("--methods", args.methods, _choice("--methods", METHODS))
+    groups = {"all": FORWARD, "backward": BACKWARD}
+    methods = groups.get(args.methods) or _items("--methods", args.methods, _choice("--methods", METHODS))
     if values["repeats"] < 1:
         raise ValueError(f"--repeats: must be >= 1, got {values['repeats']}")
     if not values["time_budget"] > 0:

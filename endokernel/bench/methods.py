@@ -83,6 +83,34 @@ def _liger(inputs: Inputs) -> torch.Tensor:
                                             softcap=inputs.softcap)
 
 
+def _forward_backward(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      inputs: Inputs) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A training step's worth: ``loss(hidden, weight)`` and its gradients for both."""
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = inputs.hidden.detach().requires_grad_()
+        weight = inputs.weight.detach().requires_grad_()
+        return torch.autograd.grad(loss(hidden, weight), (hidden, weight))
+
+    return step
+
+
+def _statistics_loss(backend: str, inputs: Inputs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The summed per-token NLL from endokernel's statistics: the loss the CE methods' backward computes."""
+    def loss(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        stats = token_statistics(hidden, weight, inputs.targets, softcap=inputs.softcap, backend=backend)
+        return (stats.lse - stats.chosen_logit).sum()
+
+    return loss
+
+
+def _naive_loss(inputs: Inputs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def loss(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        chosen, lse = naive_statistics(hidden, weight, inputs.targets, inputs.softcap)
+        return (lse - chosen).sum()
+
+    return loss
+
+
 def _needs_cuda(device: torch.device, dtype: torch.dtype) -> str | None:
     return None if device.type == "cuda" else "needs a CUDA GPU"
 
@@ -144,6 +172,7 @@ class Method:
     small_n_only: bool = False  # too slow for large N: runs only up to --loop-max-tokens
     warmup_tokens: int = 128  # the warm-up (and probe) calls run on the first positions only
     softcap: bool = True  # applies the head's softcap
+    backward: bool = False  # forward + backward (gradients for hidden and the head): selected with --methods backward
 
 
 # memory bounds in bytes per logit: about twice the peaks measured with fp32 inputs (naive and linear_ce 8,
@@ -180,5 +209,33 @@ METHODS = {
                unavailable=_has_chunked_options, memory=_logits_bytes(4), softcap=False),
         Method("cce", "Cut Cross-Entropy", lambda x: lambda: _cce(x), unavailable=_installed("cut_cross_entropy")),
         Method("liger", "Liger fused linear CE", lambda x: lambda: _liger(x), unavailable=_installed("liger_kernel")),
+        # forward + backward: gradients of the summed NLL for hidden and the head (the gradients are part of
+        # the memory peak); the ratio to the one-matmul floor reads directly against "three matmuls' worth"
+        Method("torch+bwd", "endokernel torch, fwd+bwd",
+               lambda x: _forward_backward(_statistics_loss("torch", x), x), core=True, backward=True),
+        Method("triton+bwd", "endokernel triton, fwd+bwd",
+               lambda x: _forward_backward(_statistics_loss("triton", x), x), unavailable=_triton_available,
+               core=True, backward=True),
+        Method("naive+bwd", "naive, fwd+bwd", lambda x: _forward_backward(_naive_loss(x), x),
+               memory=_logits_bytes(24), backward=True),
+        Method("linear_ce+bwd", "F.linear_cross_entropy, fwd+bwd",
+               lambda x: _forward_backward(
+                   lambda h, w: F.linear_cross_entropy(h, w, x.targets, reduction="none").sum(), x),
+               unavailable=_has_linear_cross_entropy, memory=_logits_bytes(16), softcap=False, backward=True),
+        Method("linear_ce-chunked+bwd", "F.linear_cross_entropy, chunked, fwd+bwd",
+               lambda x: _forward_backward(
+                   lambda h, w: F.linear_cross_entropy(h, w, x.targets, reduction="none",
+                                                       options=torch.nn.LinearCrossEntropyOptions()).sum(), x),
+               unavailable=_has_chunked_options, memory=_logits_bytes(4), softcap=False, backward=True),
+        Method("cce+bwd", "Cut Cross-Entropy, fwd+bwd",
+               lambda x: _forward_backward(
+                   lambda h, w: _cce(Inputs(h, w, x.targets, x.softcap)).sum(), x),
+               unavailable=_installed("cut_cross_entropy"), backward=True),
+        Method("liger+bwd", "Liger fused linear CE, fwd+bwd",
+               lambda x: _forward_backward(
+                   lambda h, w: _liger(Inputs(h, w, x.targets, x.softcap)).sum(), x),
+               unavailable=_installed("liger_kernel"), backward=True),
     )
 }
+FORWARD = tuple(name for name, method in METHODS.items() if not method.backward)
+BACKWARD = tuple(name for name, method in METHODS.items() if method.backward or method.floor)
