@@ -4,16 +4,15 @@ Logits are never built: the decoder body gives the final hidden states, ``fused_
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
-from numbers import Real
 
 import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import fused_endogenous_reward
+from .._validate import check_gamma_beta, positive_float
 from .batching import length_buckets, pad_right
 from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
 
@@ -40,13 +39,11 @@ class EndogenousRewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto") -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True, but the tokenizer has no chat template")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.alpha = float(alpha)
+        self.alpha = positive_float("alpha", alpha)
         self.chat_template = bool(chat_template)
         self.score_overlong = bool(score_overlong)
         self.backend = backend
@@ -83,7 +80,7 @@ class EndogenousRewardModel:
         for name, value in (("prompt", prompt), ("response", response)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-        rewards = self._score_rows(self.encode([prompt], [response]), *_discount(gamma, beta))[0]
+        rewards = self._score_rows(self.encode([prompt], [response]), *check_gamma_beta(gamma, beta))[0]
         return float(rewards[0])
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
@@ -102,7 +99,7 @@ class EndogenousRewardModel:
         """
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rewards, per_token = self._score_rows(self.encode(prompts, responses), *_discount(gamma, beta),
+        rewards, per_token = self._score_rows(self.encode(prompts, responses), *check_gamma_beta(gamma, beta),
                                               batch_size=batch_size, max_tokens=max_tokens, progress=progress)
         return (rewards, per_token) if return_per_token else rewards
 
@@ -176,13 +173,3 @@ def _strings(name: str, values: object) -> list[str]:
         if not isinstance(value, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(value).__name__}")
     return list(values)
-
-
-def _discount(gamma: object, beta: object) -> tuple[float, float]:
-    """The core's rules for gamma and beta, checked here too: pairs that need no kernel call (empty or
-    overlong responses) must not let bad values through."""
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
-        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
-    if isinstance(beta, bool) or not isinstance(beta, Real) or not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(gamma), float(beta)
