@@ -24,13 +24,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from endokernel import fused_endogenous_reward
+from endokernel.bench.environment import describe, slug
+from endokernel.distributed.comm import count_traffic
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from environment import describe, slug  # noqa: E402
-
-from endokernel import fused_endogenous_reward  # noqa: E402
-from endokernel.distributed.comm import count_traffic  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 ROWS = 2  # sequences per call; each row's response is all but its first token
 

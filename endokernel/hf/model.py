@@ -5,10 +5,8 @@ Logits are never built: the decoder body gives the final hidden states, ``fused_
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from collections.abc import Sequence
-from numbers import Real
 
 import torch
 import torch.distributed as dist
@@ -17,6 +15,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import fused_endogenous_reward
+from .._validate import check_gamma_beta, positive_float
 from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right
 from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
@@ -44,13 +43,11 @@ class EndogenousRewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto") -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True, but the tokenizer has no chat template")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.alpha = float(alpha)
+        self.alpha = positive_float("alpha", alpha)
         self.chat_template = bool(chat_template)
         self.score_overlong = bool(score_overlong)
         self.backend = backend
@@ -87,7 +84,7 @@ class EndogenousRewardModel:
         for name, value in (("prompt", prompt), ("response", response)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-        rewards = self._score_rows(self.encode([prompt], [response]), *_discount(gamma, beta))[0]
+        rewards = self._score_rows(self.encode([prompt], [response]), *check_gamma_beta(gamma, beta))[0]
         return float(rewards[0])
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
@@ -112,7 +109,7 @@ class EndogenousRewardModel:
         """
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rows, (gamma, beta) = self.encode(prompts, responses), _discount(gamma, beta)
+        rows, (gamma, beta) = self.encode(prompts, responses), check_gamma_beta(gamma, beta)
         if data_parallel is False:
             rewards, per_token = self._score_rows(rows, gamma, beta, batch_size=batch_size, max_tokens=max_tokens,
                                                   progress=progress)
@@ -127,7 +124,7 @@ class EndogenousRewardModel:
 
             inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
             results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
-            rewards = torch.tensor([reward for reward, _ in results], dtype=self._reward_dtype())
+            rewards = torch.tensor([reward for reward, _ in results], dtype=_reward_dtype(output_head(self.model)))
             per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 
@@ -155,7 +152,7 @@ class EndogenousRewardModel:
                     max_tokens: int | None = None,
                     progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = output_head(self.model)
-        out_dtype = self._reward_dtype()
+        out_dtype = _reward_dtype(head)
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
@@ -179,9 +176,6 @@ class EndogenousRewardModel:
                 bar.update(len(index))
         return rewards, per_token
 
-    def _reward_dtype(self) -> torch.dtype:
-        return torch.float64 if output_head(self.model).weight.dtype == torch.float64 else torch.float32
-
     @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
     def _score_batch(self, rows: Rows, head: OutputHead, gamma: float,
                      beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,6 +191,10 @@ class EndogenousRewardModel:
         )
 
 
+def _reward_dtype(head: OutputHead) -> torch.dtype:
+    return torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+
+
 def _strings(name: str, values: object) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
@@ -204,13 +202,3 @@ def _strings(name: str, values: object) -> list[str]:
         if not isinstance(value, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(value).__name__}")
     return list(values)
-
-
-def _discount(gamma: object, beta: object) -> tuple[float, float]:
-    """The core's rules for gamma and beta, checked here too: pairs that need no kernel call (empty or
-    overlong responses) must not let bad values through."""
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
-        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
-    if isinstance(beta, bool) or not isinstance(beta, Real) or not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(gamma), float(beta)
