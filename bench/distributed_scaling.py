@@ -1,9 +1,10 @@
 """Communication and per-rank compute of ``fused_endogenous_reward`` with process groups, on CPU ranks over gloo:
 one process (no group), a vocab-parallel LM head split over 2 ranks (tp) and positions split over 2 ranks (cp),
-each rank one thread. Per call and rank: payload bytes received per token (forward, backward), seconds in
-collectives (waiting for the other ranks included) and the rest, the rank's compute. Writes JSON to
+each rank one thread. Per call and rank: payload bytes received (per token), collective calls, seconds in them
+(waiting for the other ranks included), and the rank's compute as the CPU seconds of its thread (robust to
+other jobs on a shared machine, unlike wall time, which is recorded too). Writes JSON to
 bench/results/<device>-<date>-distributed.json and prints markdown tables, with a bandwidth model for 8 GPUs
-and for several nodes computed from the measured bytes and stated constants (a model, not a measurement).
+in a node and across nodes that scales the measured bytes (a model, not a measurement).
 
     python bench/distributed_scaling.py [--tokens 1024 --dim 512 --vocab 32768 --repeats 3]
 """
@@ -67,23 +68,21 @@ def _measure(mode: str, rank: int, world: int, args) -> dict:
     runs = {"forward": [], "backward": []}
     for repeat in range(args.repeats + 1):  # the first is a warm-up
         h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
-        start = time.perf_counter()
-        with count_traffic() as forward:
-            rewards = fused_endogenous_reward(h, w, ids, **groups)
-        middle = time.perf_counter()
-        with count_traffic() as backward:
-            rewards.sum().backward()
-        end = time.perf_counter()
-        if repeat:
-            runs["forward"].append((middle - start, forward))
-            runs["backward"].append((end - middle, backward))
+        for phase in ("forward", "backward"):
+            wall, cpu = time.perf_counter(), time.thread_time()
+            with count_traffic() as traffic:
+                if phase == "forward":
+                    rewards = fused_endogenous_reward(h, w, ids, **groups)
+                else:
+                    rewards.sum().backward()
+            if repeat:
+                runs[phase].append((time.perf_counter() - wall, time.thread_time() - cpu, traffic))
     scored = ROWS * (ids.shape[1] - 1)
     out = {}
     for phase, samples in runs.items():
-        seconds, traffic = zip(*samples)
-        comm = [t.seconds for t in traffic]
-        out[phase] = {"seconds": statistics.median(seconds), "collective_seconds": statistics.median(comm),
-                      "compute_seconds": statistics.median(s - c for s, c in zip(seconds, comm)),
+        wall, cpu, traffic = zip(*samples)
+        out[phase] = {"wall_seconds": statistics.median(wall), "compute_cpu_seconds": statistics.median(cpu),
+                      "collective_seconds": statistics.median(t.seconds for t in traffic),
                       "bytes_per_call": traffic[0].received, "bytes_per_token": traffic[0].received / scored,
                       "collectives": traffic[0].calls}
     return out
@@ -105,30 +104,39 @@ def run(mode: str, world: int, args) -> list[dict]:
         return [json.loads(pathlib.Path(folder, f"{rank}.json").read_text()) for rank in range(world)]
 
 
-def bandwidth_model(measured: dict) -> list[dict]:
+def bandwidth_model(measured: dict, dim: int) -> list[dict]:
     """Modelled seconds per call at MODEL's shape on MODEL's ranks: the logits work at the stated FLOP rate, and
     each collective at the stated latency plus the bytes a rank receives over the stated bandwidth. The bytes
-    come from the 2-rank CPU runs: tp's grow with the tokens (rescaled from 1 peer to ranks - 1, and, for the
-    backward's hidden-state gradient, from the benchmark's fp32 D to MODEL's), cp's with the rows only."""
-    m = MODEL
+    scale the 2-rank measurement (hidden size ``dim``, fp32) by how each collective grows: tp's statistics
+    gather by (ranks - 1) per token; tp's hidden-gradient all_reduce, 2 (ranks - 1) / ranks of D values per
+    token, by that fraction (1 at 2 ranks) and by D x bytes; cp's gathers, O(rows) values whatever the length,
+    by (ranks - 1), and its backward gather of (ranks, rows) values by (ranks - 1) ranks / 2."""
+    m, w = MODEL, MODEL["ranks"]
     flops = 2 * m["tokens"] * m["dim"] * m["vocab"]  # the forward's matmul; the backward does two
+    per_token = {"forward": (w - 1) * m["tokens"],
+                 "backward": 2 * (w - 1) / w * m["tokens"] * m["dim"] * m["hidden_bytes"] / (dim * 4)}
+    per_call = {"forward": w - 1, "backward": (w - 1) * w / 2}
     rows = []
     for mode, link in (("tp", "nvlink"), ("cp", "nvlink"), ("cp", "network")):
         for phase, work in (("forward", flops), ("backward", 2 * flops)):
             stats = measured[mode][phase]
             if mode == "tp":
-                per_token = stats["bytes_per_token"]
-                if phase == "backward":
-                    per_token = per_token / measured["dim"] * m["dim"] * m["hidden_bytes"] / 4
-                received = per_token * (m["ranks"] - 1) * m["tokens"]
+                received = stats["bytes_per_token"] * per_token[phase]
             else:
-                received = stats["bytes_per_call"] * (m["ranks"] - 1)
+                received = stats["bytes_per_call"] * per_call[phase]
             comm = stats["collectives"] * m[f"{link}_latency_s"] + received / m[f"{link}_bytes_per_s"]
-            compute = work / m["ranks"] / m["flops_per_s"]
+            compute = work / w / m["flops_per_s"]
             rows.append({"mode": mode, "link": link, "phase": phase, "compute_seconds": compute,
                          "communication_seconds": comm, "bytes_received_per_rank": received,
                          "communication_share": comm / (comm + compute)})
     return rows
+
+
+def _size(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count:.0f} B"
 
 
 def main() -> None:
@@ -149,29 +157,30 @@ def main() -> None:
         results[mode] = {"ranks": world, "per_rank": run(mode, world, args)}
     load_after = os.getloadavg()[0]
 
-    table = ["| setup | ranks | phase | bytes / token / rank | collectives | collective s | compute s (slowest rank) "
-             "| compute vs 1 process |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    measured = {"dim": args.dim}
+    table = ["| setup | ranks | phase | bytes / token / rank | collectives | collective s | compute CPU s "
+             "(slowest rank) | vs 1 process |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    measured = {}
     for mode, entry in results.items():
         for phase in ("forward", "backward"):
-            slowest = max(entry["per_rank"], key=lambda r: r[phase]["compute_seconds"])[phase]
+            slowest = max(entry["per_rank"], key=lambda r: r[phase]["compute_cpu_seconds"])[phase]
             measured.setdefault(mode, {})[phase] = slowest
-            single = results["single"]["per_rank"][0][phase]["compute_seconds"]
+            single = results["single"]["per_rank"][0][phase]["compute_cpu_seconds"]
             table.append(f"| {mode} | {entry['ranks']} | {phase} | {slowest['bytes_per_token']:.1f} | "
                          f"{slowest['collectives']} | {slowest['collective_seconds']:.3f} | "
-                         f"{slowest['compute_seconds']:.3f} | {slowest['compute_seconds'] / single:.2f} |")
-    modelled = bandwidth_model(measured)
-    model_table = ["| setup | link | phase | compute ms | communication ms | MB received / rank | share |",
+                         f"{slowest['compute_cpu_seconds']:.3f} | {slowest['compute_cpu_seconds'] / single:.2f} |")
+    modelled = bandwidth_model(measured, args.dim)
+    model_table = ["| setup | link | phase | compute ms | communication ms | received / rank | share |",
                    "|---|---|---|---:|---:|---:|---:|"]
     for row in modelled:
         model_table.append(f"| {row['mode']} x {MODEL['ranks']} | {row['link']} | {row['phase']} | "
                            f"{1e3 * row['compute_seconds']:.2f} | {1e3 * row['communication_seconds']:.3f} | "
-                           f"{row['bytes_received_per_rank'] / 1e6:.2f} | {100 * row['communication_share']:.1f}% |")
+                           f"{_size(row['bytes_received_per_rank'])} | {100 * row['communication_share']:.1f}% |")
 
     record = {
         "environment": info,
-        "note": ("CPU ranks over gloo on a shared 2-core machine (other jobs running; load average "
-                 f"{load_before:.1f} before, {load_after:.1f} after): bytes are exact, seconds are indicative"),
+        "note": ("CPU ranks over gloo, one thread each, on a shared 2-core machine (other jobs running; load "
+                 f"average {load_before:.1f} before, {load_after:.1f} after): bytes are exact, compute is the CPU "
+                 "time of each rank's thread, wall and collective seconds include waiting for the CPU"),
         "shape": {"tokens": args.tokens, "rows": ROWS, "dim": args.dim, "vocab": args.vocab, "dtype": "float32",
                   "repeats": args.repeats},
         "results": results,
