@@ -51,6 +51,15 @@ def run(world_size: int, fn: Callable, *args, deadline: float = DEADLINE) -> lis
     return results
 
 
+def error_of(call: Callable[[], object]) -> tuple[str, str] | None:
+    """(type name, message) of the ValueError or TypeError ``call()`` raises; None if it raises nothing."""
+    try:
+        call()
+    except (TypeError, ValueError) as error:
+        return type(error).__name__, str(error)
+    return None
+
+
 def _rank(rank: int, world_size: int, folder: pathlib.Path, fn: Callable, args: tuple) -> None:
     torch.set_num_threads(1)  # the ranks share the machine's cores; one thread each also keeps OpenMP out
     try:

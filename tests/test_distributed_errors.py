@@ -26,14 +26,7 @@ def reward(hidden=None, weight=None, **kwargs):
 
 def errors_on_every_rank(world, call):
     """(exception type, message) raised on each rank by ``call(rank)``; fails if a rank raised nothing."""
-    def rank_fn(rank, world):
-        try:
-            call(rank)
-        except (TypeError, ValueError) as error:
-            return type(error).__name__, str(error)
-        return None
-
-    results = ranks.run(world, rank_fn)
+    results = ranks.run(world, lambda rank, world: ranks.error_of(lambda: call(rank)))
     assert all(r is not None for r in results), f"some ranks raised nothing: {results}"
     assert len(set(results)) == 1, f"ranks raised different errors: {results}"
     return results[0]
@@ -102,25 +95,17 @@ def test_bad_groups_are_refused_before_any_collective():
         reward(weight=CASE.weight, tp_group=object())
 
     def rank_fn(rank, world):
-        found = []
-        for groups, error in [(dict(tp_group="world"), TypeError), (dict(cp_group=7), TypeError),
-                              (dict(tp_group=dist.group.WORLD, cp_group=dist.group.WORLD), ValueError)]:
-            try:
-                reward(weight=CASE.weight, **groups)
-            except error as raised:
-                found.append(str(raised))
         from torch.distributed.tensor import Replicate, distribute_tensor, init_device_mesh
 
         replicated = distribute_tensor(CASE.weight, init_device_mesh("cpu", (world,)), [Replicate()])
-        try:
-            reward(weight=replicated)
-        except ValueError as raised:
-            found.append(str(raised))
-        return found
+        calls = [lambda: reward(weight=CASE.weight, tp_group="world"), lambda: reward(weight=CASE.weight, cp_group=7),
+                 lambda: reward(weight=CASE.weight, tp_group=dist.group.WORLD, cp_group=dist.group.WORLD),
+                 lambda: reward(weight=replicated)]
+        return [ranks.error_of(call) for call in calls]
 
     for found in ranks.run(2, rank_fn):
-        assert len(found) == 4, found
-        assert "tp_group must be a torch.distributed ProcessGroup" in found[0]
-        assert "cp_group must be a torch.distributed ProcessGroup" in found[1]
-        assert "tp_group and cp_group must be different groups" in found[2]
-        assert "must be sharded Shard(0) on a 1-D device mesh" in found[3]
+        assert found[0] == ("TypeError", "tp_group must be a torch.distributed ProcessGroup, got str")
+        assert found[1] == ("TypeError", "cp_group must be a torch.distributed ProcessGroup, got int")
+        assert found[2] == ("ValueError", "tp_group and cp_group must be different groups (a grid's rows and columns)")
+        assert found[3][0] == "ValueError"
+        assert "must be sharded Shard(0) on a 1-D device mesh" in found[3][1]

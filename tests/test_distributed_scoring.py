@@ -58,18 +58,13 @@ def test_score_data_parallel_refuses_different_inputs(reward_model):
         reward_model.score(["a"], ["b"], data_parallel=True)
 
     def rank_fn(rank, world):
-        found = []
-        for argument, error in [("world", TypeError), (True, ValueError)]:
-            try:
-                reward_model.score(["Name a fruit."], [["An apple.", "A pear."][rank]], data_parallel=argument)
-            except error as raised:
-                found.append(str(raised))
-        return found
+        response = ["An apple.", "A pear."][rank]
+        return [ranks.error_of(lambda: reward_model.score(["Name a fruit."], [response], data_parallel=argument))
+                for argument in ("world", True)]
 
     for found in ranks.run(2, rank_fn):
-        assert len(found) == 2, found
-        assert "data_parallel must be a bool or a torch.distributed ProcessGroup" in found[0]
-        assert "were given different inputs" in found[1]
+        assert found[0] == ("TypeError", "data_parallel must be a bool or a torch.distributed ProcessGroup, got 'world'")
+        assert found[1][0] == "ValueError" and "were given different inputs" in found[1][1]
 
 
 def rmbench_args(model, data, out):

@@ -34,25 +34,9 @@ class Facts:
 
 
 @dataclass(frozen=True)
-class Blocks:
-    """Vocabulary blocks of a tp group, in rank order."""
-
-    group: dist.ProcessGroup
-    rank: int
-    sizes: tuple[int, ...]
-
-    @property
-    def offset(self) -> int:
-        return sum(self.sizes[: self.rank])
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes)
-
-
-@dataclass(frozen=True)
-class Chunks:
-    """Position chunks of a cp group, in rank order."""
+class Split:
+    """A dimension split into consecutive parts over the ranks of a group, in rank order: the vocabulary blocks
+    of a tp group, or the position chunks of a cp group."""
 
     group: dist.ProcessGroup
     rank: int
@@ -66,20 +50,24 @@ class Chunks:
     def hi(self) -> int:
         return self.lo + self.sizes[self.rank]
 
-    def owner(self, position: int) -> int | None:
-        """The rank whose chunk holds ``position`` (None past the end)."""
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    def owner(self, index: int) -> int | None:
+        """The rank whose part holds ``index`` (None past the end)."""
         end = 0
         for rank, size in enumerate(self.sizes):
             end += size
-            if position < end:
+            if index < end:
                 return rank
         return None
 
 
 @dataclass(frozen=True)
 class Plan:
-    tp: Blocks | None
-    cp: Chunks | None
+    tp: Split | None  # vocabulary blocks
+    cp: Split | None  # position chunks
 
     def vocab_rows(self, local_rows: int) -> int:
         """Rows of the whole LM head."""
@@ -168,5 +156,5 @@ def agree(tp_group: dist.ProcessGroup | None, cp_group: dist.ProcessGroup | None
             error = ("ValueError", message)
     if error is not None:
         raise (TypeError if error[0] == "TypeError" else ValueError)(error[1])
-    return Plan(tp=Blocks(tp_group, dist.get_rank(tp_group), sizes["tp_group"]) if tp_group is not None else None,
-                cp=Chunks(cp_group, dist.get_rank(cp_group), sizes["cp_group"]) if cp_group is not None else None)
+    return Plan(*(Split(group, dist.get_rank(group), sizes[kind]) if group is not None else None
+                  for kind, group in (("tp_group", tp_group), ("cp_group", cp_group))))

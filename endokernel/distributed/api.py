@@ -135,7 +135,7 @@ def token_logprobs(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module
         facts = error
     plan = agree(tp_group, None, ("ids", "attention_mask"), facts)
     layout = logprob_layout(ids2, mask2, plan.vocab_rows(head.weight.shape[0]))
-    chosen, lse, entropy = vocab_parallel.statistics(context_parallel.hidden_rows(hidden3, layout, None), head,
+    chosen, lse, entropy = vocab_parallel.statistics(hidden3.reshape(-1, hidden3.shape[-1])[layout.rows], head,
                                                      layout.targets, temperature, return_entropy, plan.tp)
     logprobs, entropy = finalize_logprobs(chosen, lse, entropy, layout, temperature)
     if unbatched:

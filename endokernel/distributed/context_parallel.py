@@ -19,15 +19,15 @@ import torch
 
 from ..layout import ResponseLayout
 from . import comm
-from .agree import Chunks
+from .agree import Split
 
 
-def local_entries(layout: ResponseLayout, chunks: Chunks | None) -> ResponseLayout:
+def local_entries(layout: ResponseLayout, chunks: Split | None) -> ResponseLayout:
     """The packed entries whose position lies in this rank's chunk (all of them without a cp group)."""
     return layout if chunks is None else layout.window(chunks.lo, chunks.hi)
 
 
-def hidden_rows(hidden: torch.Tensor, entries: ResponseLayout, chunks: Chunks | None) -> torch.Tensor:
+def hidden_rows(hidden: torch.Tensor, entries: ResponseLayout, chunks: Split | None) -> torch.Tensor:
     """(N, D) hidden states of ``entries`` from this rank's (B, L, D) chunk (L = T without a cp group)."""
     position = entries.rows % entries.seq_len
     row = entries.rows // entries.seq_len
@@ -35,7 +35,7 @@ def hidden_rows(hidden: torch.Tensor, entries: ResponseLayout, chunks: Chunks | 
     return hidden.reshape(-1, hidden.shape[-1])[row * hidden.shape[1] + position - lo]
 
 
-def next_values(lse: torch.Tensor, entries: ResponseLayout, chunks: Chunks | None,
+def next_values(lse: torch.Tensor, entries: ResponseLayout, chunks: Split | None,
                 terminal: float) -> float | torch.Tensor:
     """The value after each row's last local entry: ``terminal`` at the row's end, else the lse of the row's
     next entry, the first entry of the next non-empty chunk; (B,) with a cp group, every rank taking part."""
@@ -52,6 +52,6 @@ def next_values(lse: torch.Tensor, entries: ResponseLayout, chunks: Chunks | Non
     return torch.where(continues, published[chunks.rank if owner is None else owner], terminal)
 
 
-def combine(partial: torch.Tensor, chunks: Chunks | None) -> torch.Tensor:
+def combine(partial: torch.Tensor, chunks: Split | None) -> torch.Tensor:
     """The sum over the cp group's chunks, in rank order (``partial`` itself without one)."""
     return partial if chunks is None else comm.sum_in_rank_order(comm.gather_replicated(partial, chunks.group))

@@ -18,17 +18,16 @@ import torch
 from .. import ops
 from .._validate import Head
 from . import comm
-from .agree import Blocks
+from .agree import Split
 
 
 def statistics(hidden: torch.Tensor, head: Head, targets: torch.Tensor, temperature: float, with_entropy: bool,
-               blocks: Blocks | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               blocks: Split | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(chosen, lse, entropy or None), each (N,), at ``hidden`` (N, D) for global ``targets`` (N,) int64
     (negative: no target), over the whole vocabulary of ``blocks`` (this rank's head alone when None)."""
     if blocks is not None:
         hidden = comm.reduce_grad(hidden, blocks.group)
-        lo, hi = blocks.offset, blocks.offset + head.weight.shape[0]
-        targets = torch.where((targets >= lo) & (targets < hi), targets - lo, -1)
+        targets = torch.where((targets >= blocks.lo) & (targets < blocks.hi), targets - blocks.lo, -1)
     chosen, lse, entropy = ops.token_statistics_op(hidden, head.weight, head.bias, targets, temperature,
                                                    head.logit_scale, head.softcap, with_entropy, head.backend)
     entropy = entropy if with_entropy else None
