@@ -16,6 +16,7 @@ import ranks
 from endokernel import EndogenousRewardModel
 from endokernel.cli import main
 from endokernel.distributed.data_parallel import shard_by_tokens
+from endokernel.distributed.launch import on_first_rank
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,26 @@ def test_score_data_parallel_refuses_different_inputs(reward_model):
     for found in ranks.run(2, rank_fn):
         assert found[0] == ("TypeError", "data_parallel must be a bool or a torch.distributed ProcessGroup, got 'world'")
         assert found[1][0] == "ValueError" and "were given different inputs" in found[1][1]
+
+
+def test_the_first_rank_reads_and_its_error_stops_every_rank():
+    def read(rank):
+        if rank:
+            raise AssertionError("only the first rank reads")
+        return ["chat/0", "chat/1"]
+
+    def refuse(rank):
+        if rank:
+            raise AssertionError("only the first rank reads")
+        raise ValueError("results.scores.jsonl holds scores computed with other settings (beta)")
+
+    def rank_fn(rank, world):
+        return (on_first_rank(lambda: read(rank), dist.group.WORLD),
+                ranks.error_of(lambda: on_first_rank(lambda: refuse(rank), dist.group.WORLD)))
+
+    for todo, error in ranks.run(3, rank_fn):
+        assert todo == ["chat/0", "chat/1"]
+        assert error == ("ValueError", "results.scores.jsonl holds scores computed with other settings (beta)")
 
 
 def rmbench_args(model, data, out):
