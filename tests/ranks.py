@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import multiprocessing
-import os
 import pathlib
 import tempfile
 import time

@@ -64,7 +64,8 @@ def test_score_data_parallel_refuses_different_inputs(reward_model):
                 for argument in ("world", True)]
 
     for found in ranks.run(2, rank_fn):
-        assert found[0] == ("TypeError", "data_parallel must be a bool or a torch.distributed ProcessGroup, got 'world'")
+        assert found[0] == ("TypeError",
+                            "data_parallel must be a bool or a torch.distributed ProcessGroup, got 'world'")
         assert found[1][0] == "ValueError" and "were given different inputs" in found[1][1]
 
 
