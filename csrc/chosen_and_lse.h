@@ -1,0 +1,26 @@
+// Forward per-position statistics on CPU: chosen logit, T * logsumexp(z / T) and entropy, logits-free.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+
+namespace endokernel {
+
+// Tile sizes: token super-block (converted once), and one logits tile (tile_tokens x tile_vocab).
+struct Blocks {
+  int64_t token_block;
+  int64_t tile_tokens;
+  int64_t tile_vocab;
+};
+
+// hidden (M, D), weight (V, D) of one float dtype; rows, targets (N,) int64; bias (V,) and the outputs (N,)
+// in the accumulation dtype (float32, float64 for float64 inputs). Writes every output element.
+void chosen_and_lse(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows,
+                    const at::Tensor& targets, const c10::optional<at::Tensor>& bias, double pre,
+                    c10::optional<double> post, double temperature, const at::Tensor& chosen_out,
+                    const at::Tensor& lse_out, const c10::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
+                    const Blocks& blocks);
+
+}  // namespace endokernel

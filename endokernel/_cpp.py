@@ -1,0 +1,41 @@
+"""Whether the compiled C++ CPU kernels (``endokernel._C``, built from csrc/ at install time) are here.
+
+They are optional: an install without a compiler or without torch at build time has none, and
+ENDOKERNEL_DISABLE_CPP=1 hides a built one (CI runs the suite both ways). Importing endokernel never warns;
+``cpp_available()`` answers, and ``backend='cpp'`` raises with the reason when they are missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from types import ModuleType
+
+DISABLE_VARIABLE = "ENDOKERNEL_DISABLE_CPP"
+
+
+@functools.cache
+def _load() -> tuple[ModuleType | None, str]:
+    """(the extension module or None, why it is missing)."""
+    if os.environ.get(DISABLE_VARIABLE) == "1":
+        return None, f"disabled by {DISABLE_VARIABLE}=1"
+    try:
+        return importlib.import_module("endokernel._C"), ""
+    except ImportError as error:
+        return None, (f"not built ({error}); reinstall with a C++ compiler and "
+                      "'pip install --no-build-isolation' so the build sees torch")
+
+
+def cpp_available() -> bool:
+    """True when the C++ CPU kernels are built and not disabled (then backend='cpp' works)."""
+    return _load()[0] is not None
+
+
+def extension() -> ModuleType:
+    """The extension module; RuntimeError saying why where it is missing."""
+    module, why = _load()
+    if module is None:
+        raise RuntimeError(f"backend='cpp' needs endokernel's C++ CPU kernels, which are {why}; "
+                           "use backend='torch' instead")
+    return module
