@@ -18,10 +18,11 @@ from types import ModuleType
 
 import torch
 
+from .._cpp import extension
 from .._triton import HAS_TRITON, require_triton
 
-BACKENDS = ("auto", "reference", "torch", "triton")
-_MODULES = {"reference": "reference", "torch": "torch_tiled", "triton": "triton_backend"}
+BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
+_MODULES = {"reference": "reference", "torch": "torch_tiled", "triton": "triton_backend", "cpp": "cpp_backend"}
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -32,6 +33,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" and HAS_TRITON else "torch"
     if backend == "triton":
         require_triton()
+    if backend == "cpp":
+        extension()  # raises with the reason where the kernels are missing
+        if device.type != "cpu":
+            raise ValueError(f"backend='cpp' runs on CPU tensors, got tensors on {device}")
     return backend
 
 
