@@ -1,0 +1,150 @@
+"""The C++ CPU backend against the float64 reference: every parity case, poisoned outputs, small tiles,
+bitwise reproducibility for 1 and 2 threads, bad input, gradients and the logits-free memory bound."""
+
+import sys
+
+import pytest
+import torch
+
+import endokernel._alloc
+from cases import make_case, relative_error
+from endokernel import cpp_available, fused_token_logprobs, token_statistics
+from endokernel.stats import cpp_backend, reference
+from endokernel.transform import LogitTransform
+from test_errors import BAD, call
+from test_parity import CASES, TOLERANCE, score
+
+if not cpp_available():
+    pytest.skip("endokernel's C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)", allow_module_level=True)
+
+MiB = 2**20
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("name", CASES)
+def test_rewards_match_reference(name, dtype):
+    case = make_case(**CASES[name], dtype=dtype)
+    rewards, per_token = score(case, "cpp")
+    ref_rewards, ref_per_token = score(case.cast(torch.float64), "reference")
+    assert rewards.dtype == per_token.dtype == torch.float32
+    assert relative_error(rewards, ref_rewards) <= TOLERANCE[dtype], f"seed {case.seed}"
+    assert relative_error(per_token, ref_per_token) <= TOLERANCE[dtype], f"seed {case.seed}"
+    assert torch.equal(per_token != 0, ref_per_token != 0), f"seed {case.seed}"
+    again = score(case, "cpp")
+    assert torch.equal(again[0], rewards) and torch.equal(again[1], per_token), "not bitwise reproducible"
+
+
+def kernel_outputs(hidden, weight, rows, targets, transform, dtype, **blocks):
+    """(chosen, lse, entropy) of the C++ kernel called directly, outputs poisoned with NaN."""
+    outs = [torch.full((rows.numel(),), float("nan"), dtype=dtype) for _ in range(3)]
+    cpp_backend.chosen_and_lse(hidden, weight, rows, targets, transform, *outs, **blocks)
+    return outs
+
+
+@pytest.mark.parametrize("matmul_dtype", [None, torch.bfloat16], ids=["fastest", "bf16-matmul"])
+@pytest.mark.parametrize("softcap", [None, 4.0])
+def test_small_tiles_and_entropy_match_reference(softcap, matmul_dtype):
+    """Tiles far smaller than the sizes, none dividing them: super-blocks, token tiles and vocab tails."""
+    case = make_case(batch=3, seq_len=13, vocab=1031, dim=37, bias=True)
+    hidden = case.hidden.reshape(-1, 37)
+    rows = torch.randperm(hidden.shape[0])[:31]  # a subset, out of order, as the reward layout gathers
+    targets = case.ids.reshape(-1)[rows]
+    targets[:4] = -1  # no target: chosen 0
+    transform = LogitTransform(temperature=0.7, bias=case.kwargs["bias"], logit_scale=0.9, softcap=softcap)
+    got = kernel_outputs(hidden, case.weight, rows, targets, transform, torch.float32, token_block=11, tile_tokens=4,
+                         tile_vocab=37, matmul_dtype=matmul_dtype)
+    ref = [torch.empty(rows.numel(), dtype=torch.float64) for _ in range(3)]
+    t64 = LogitTransform(temperature=0.7, bias=case.kwargs["bias"].double(), logit_scale=0.9, softcap=softcap)
+    reference.chosen_and_lse(hidden.double(), case.weight.double(), rows, targets, t64, *ref)
+    tol = 1e-5 if matmul_dtype is None else 2e-2
+    for name, a, b in zip(("chosen", "lse", "entropy"), got, ref):
+        assert relative_error(a, b) <= tol, f"seed {case.seed}: {name}"
+    assert not got[0][:4].any()
+
+
+def test_token_statistics_and_entropy_match_reference():
+    case = make_case(batch=2, seq_len=7, vocab=1031, dim=100, alpha=0.5, bias=True, softcap=5.0)
+    targets = case.ids.clone()
+    targets[0, :3] = -1
+    kwargs = {k: case.kwargs[k] for k in ("alpha", "bias", "softcap")}
+    got = token_statistics(case.hidden, case.weight, targets, backend="cpp", **kwargs)
+    ref = token_statistics(case.hidden.double(), case.weight.double(), targets, backend="reference",
+                           **{**kwargs, "bias": kwargs["bias"].double()})
+    assert relative_error(got.chosen_logit, ref.chosen_logit) <= 1e-5, f"seed {case.seed}"
+    assert relative_error(got.lse, ref.lse) <= 1e-5, f"seed {case.seed}"
+    logprobs, entropy = fused_token_logprobs(case.hidden, case.weight, case.ids, temperature=0.8, return_entropy=True,
+                                             backend="cpp")
+    ref_logprobs, ref_entropy = fused_token_logprobs(case.hidden.double(), case.weight.double(), case.ids,
+                                                     temperature=0.8, return_entropy=True, backend="reference")
+    assert relative_error(logprobs, ref_logprobs) <= 1e-5 and relative_error(entropy, ref_entropy) <= 1e-5
+
+
+def test_float64_inputs_match_reference():
+    case = make_case(batch=2, seq_len=9, vocab=1031, dim=48, softcap=3.0, dtype=torch.float64)
+    rewards, per_token = score(case, "cpp")
+    ref_rewards, ref_per_token = score(case, "reference")
+    assert rewards.dtype == torch.float64
+    assert relative_error(rewards, ref_rewards) <= 1e-12 and relative_error(per_token, ref_per_token) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_one_and_two_threads_agree_bitwise(dtype):
+    """Many token tiles (N = 600 > 128) and a vocab tail: each position's reduction order is fixed."""
+    case = make_case(batch=2, seq_len=300, vocab=4099, dim=64, bias=True, softcap=6.0, dtype=dtype)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(token_statistics(case.hidden, case.weight, case.ids, bias=case.kwargs["bias"],
+                                            softcap=6.0, backend="cpp"))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0].chosen_logit, results[1].chosen_logit)
+    assert torch.equal(results[0].lse, results[1].lse)
+
+
+@pytest.mark.parametrize("over,error,message", [b for b in BAD if "backend" not in b[0]],
+                         ids=[str(i) for i, b in enumerate(BAD) if "backend" not in b[0]])
+def test_bad_input_raises_as_on_other_backends(over, error, message):
+    with pytest.raises(error, match=message):
+        call(**over, backend="cpp")
+
+
+def test_gradients_match_reference():
+    """The backward is torch_tiled's; the saved logsumexp comes from the C++ forward."""
+    case = make_case(batch=2, seq_len=8, vocab=531, dim=40, bias=True)
+    grads = []
+    for backend, dtype in (("cpp", torch.float32), ("reference", torch.float64)):
+        h, w, b = (t.to(dtype).requires_grad_() for t in (case.hidden, case.weight, case.kwargs["bias"]))
+        stats = token_statistics(h, w, case.ids, bias=b, softcap=5.0, backend=backend)
+        grads.append(torch.autograd.grad((stats.lse - 0.5 * stats.chosen_logit).sum(), (h, w, b)))
+    for a, b in zip(*grads):
+        assert relative_error(a, b) <= 1e-4, f"seed {case.seed}"
+
+
+def cpp_forward_job(tokens: int, dim: int, vocab: int) -> int:
+    """Peak extra bytes of one backend='cpp' forward in this (fresh) process."""
+    from endokernel import fused_endogenous_reward
+    from endokernel._memory import measure
+    from endokernel.demo import random_inputs
+
+    hidden, weight, ids = random_inputs(tokens, dim, vocab, torch.float32, torch.device("cpu"))
+    fused_endogenous_reward(hidden[:2], weight, ids[:2], prompt_len=1, backend="cpp")  # one-time costs first
+    return measure(lambda: fused_endogenous_reward(hidden, weight, ids, prompt_len=tokens // 4, backend="cpp"),
+                   torch.device("cpu"))[2]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for resident memory")
+def test_logits_free_peak_memory_is_far_below_the_logits():
+    from endokernel._memory import in_fresh_process
+
+    tokens, vocab = 8192, 65536
+    logits_bytes = tokens * vocab * 4  # 2 GiB in float32
+    extra = in_fresh_process(cpp_forward_job, tokens, 64, vocab)
+    assert extra < logits_bytes / 32, f"peak extra {extra / MiB:.0f} MiB"
