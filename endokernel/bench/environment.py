@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 
@@ -42,6 +43,7 @@ def describe(device: torch.device) -> dict:
         info["device_name"] = cpu_model()
         info["cpu_threads"] = torch.get_num_threads()
         info["cpu_native_bf16"] = has_native_bf16()
+        info["load_average"] = os.getloadavg()  # 1, 5, 15 min: other work on the machine skews CPU timings
     return info
 
 

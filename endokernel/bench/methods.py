@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .._cpp import cpp_available
 from .._triton import HAS_TRITON
 from ..api import token_statistics
 from ..cpu import cpu_matmul_dtype
@@ -139,6 +140,12 @@ def _triton_available(device: torch.device, dtype: torch.dtype) -> str | None:
     return _needs_cuda(device, dtype)
 
 
+def _cpp_built(device: torch.device, dtype: torch.dtype) -> str | None:
+    if device.type != "cpu":
+        return "CPU only"
+    return None if cpp_available() else "C++ extension not built (or ENDOKERNEL_DISABLE_CPP=1)"
+
+
 def _tile_dtype(hidden: torch.Tensor) -> torch.dtype:
     """The fastest matmul dtype for ``hidden``: on CPUs without bf16 units that is fp32, as the torch backend
     chooses; GPUs multiply in the input dtype."""
@@ -188,6 +195,9 @@ METHODS = {
         Method("torch", "endokernel torch",
                lambda x: lambda: token_statistics(x.hidden, x.weight, x.targets, softcap=x.softcap, backend="torch"),
                core=True),
+        Method("cpp", "endokernel cpp",
+               lambda x: lambda: token_statistics(x.hidden, x.weight, x.targets, softcap=x.softcap, backend="cpp"),
+               unavailable=_cpp_built, core=True),
         Method("triton", "endokernel triton",
                lambda x: lambda: token_statistics(x.hidden, x.weight, x.targets, softcap=x.softcap, backend="triton"),
                unavailable=_triton_available, core=True),
