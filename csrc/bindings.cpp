@@ -7,8 +7,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "chosen_and_lse",
       [](const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
-         const c10::optional<at::Tensor>& bias, double pre, c10::optional<double> post, double temperature,
-         const at::Tensor& chosen_out, const at::Tensor& lse_out, const c10::optional<at::Tensor>& entropy_out,
+         const std::optional<at::Tensor>& bias, double pre, std::optional<double> post, double temperature,
+         const at::Tensor& chosen_out, const at::Tensor& lse_out, const std::optional<at::Tensor>& entropy_out,
          at::ScalarType mm_dtype, int64_t token_block, int64_t tile_tokens, int64_t tile_vocab) {
         endokernel::chosen_and_lse(hidden, weight, rows, targets, bias, pre, post, temperature, chosen_out, lse_out,
                                    entropy_out, mm_dtype, {token_block, tile_tokens, tile_vocab});

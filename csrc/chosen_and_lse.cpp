@@ -7,11 +7,10 @@
 // the vocabulary tiles in order: results are bitwise identical for any number of threads.
 #include "chosen_and_lse.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
-#include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "epilogue.h"
@@ -22,13 +21,14 @@ namespace {
 template <typename acc_t>
 void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
          const Scales<acc_t>& scales, double temperature, const at::Tensor& chosen_out, const at::Tensor& lse_out,
-         const c10::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype, const Blocks& blocks) {
+         const std::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype, const Blocks& blocks) {
   const int64_t num_positions = rows.numel(), vocab = weight.size(0);
   const bool with_entropy = entropy_out.has_value();
   const int64_t tile_tokens = blocks.tile_tokens, tile_vocab = std::min(blocks.tile_vocab, vocab);
-  const auto acc_options = hidden.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::ScalarType acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
+  const auto acc_options = hidden.options().dtype(acc_dtype);
   const auto mm_options = hidden.options().dtype(mm_dtype);
-  const bool convert_tile = mm_dtype != acc_options.dtype().toScalarType();  // bf16 matmul, fp32 epilogue
+  const bool convert_tile = mm_dtype != acc_dtype;  // e.g. bf16 matmul on CPUs with bf16 units, fp32 epilogue
 
   // one logits tile per thread (and its matmul-dtype twin when the matmul runs in a narrower dtype)
   const int64_t threads = at::get_num_threads();
@@ -57,8 +57,8 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
           const int64_t t0 = t * tile_tokens, height = std::min(tile_tokens, positions - t0);
           at::Tensor tile = tiles[tid].narrow(0, 0, height * width).view({height, width});
           if (convert_tile) {
-            tile.copy_(at::mm_out(mm_tiles[tid].narrow(0, 0, height * width).view({height, width}),
-                                  h.narrow(0, t0, height), w_t));
+            at::Tensor mm_tile = mm_tiles[tid].narrow(0, 0, height * width).view({height, width});
+            tile.copy_(at::mm_out(mm_tile, h.narrow(0, t0, height), w_t));
           } else {
             at::mm_out(tile, h.narrow(0, t0, height), w_t);
           }
@@ -94,9 +94,9 @@ void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, i
 }  // namespace
 
 void chosen_and_lse(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows,
-                    const at::Tensor& targets, const c10::optional<at::Tensor>& bias, double pre,
-                    c10::optional<double> post, double temperature, const at::Tensor& chosen_out,
-                    const at::Tensor& lse_out, const c10::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
+                    const at::Tensor& targets, const std::optional<at::Tensor>& bias, double pre,
+                    std::optional<double> post, double temperature, const at::Tensor& chosen_out,
+                    const at::Tensor& lse_out, const std::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
                     const Blocks& blocks) {
   TORCH_CHECK(hidden.device().is_cpu() && weight.device().is_cpu(), "the cpp backend runs on CPU tensors");
   TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),

@@ -2,7 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/util/Optional.h>
+#include <optional>
 
 #include <cstdint>
 
@@ -18,9 +18,9 @@ struct Blocks {
 // hidden (M, D), weight (V, D) of one float dtype; rows, targets (N,) int64; bias (V,) and the outputs (N,)
 // in the accumulation dtype (float32, float64 for float64 inputs). Writes every output element.
 void chosen_and_lse(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows,
-                    const at::Tensor& targets, const c10::optional<at::Tensor>& bias, double pre,
-                    c10::optional<double> post, double temperature, const at::Tensor& chosen_out,
-                    const at::Tensor& lse_out, const c10::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
+                    const at::Tensor& targets, const std::optional<at::Tensor>& bias, double pre,
+                    std::optional<double> post, double temperature, const at::Tensor& chosen_out,
+                    const at::Tensor& lse_out, const std::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
                     const Blocks& blocks);
 
 }  // namespace endokernel

@@ -5,6 +5,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -37,7 +38,7 @@ inline void fold_row(acc_t* x, int64_t n, int64_t v0, int64_t target, const Scal
                      bool with_entropy, Running<acc_t>& state) {
   using Vec = at::vec::Vectorized<acc_t>;
   constexpr int64_t width = Vec::size();
-  const Vec pre(scales.pre), post(scales.post), neg_inf(-std::numeric_limits<acc_t>::infinity()), zero(0);
+  const Vec pre(scales.pre), post(scales.post), neg_inf(-std::numeric_limits<acc_t>::infinity()), zero(acc_t(0));
 
   Vec vmax = neg_inf;
   for (int64_t j = 0; j < n; j += width) {
