@@ -116,7 +116,8 @@ def fused_endogenous_reward(
         softcap: optional Gemma-2 style cap ``softcap * tanh(z / softcap)``, applied last.
         return_per_token: also return the per-token rewards.
         backend: 'auto' (triton on CUDA, torch on CPU), 'torch' (logits-free tiles), 'triton' (fused kernel;
-            on CPU tensors it runs under Triton's interpreter) or 'reference' (materializes the logits).
+            on CPU tensors it runs under Triton's interpreter), 'cpp' (compiled CPU tiles, where
+            ``endokernel.cpp_available()``) or 'reference' (materializes the logits).
         tp_group: vocab-parallel LM head: ``lm_head`` (and ``bias``) is this rank's block of consecutive
             vocabulary rows, blocks in rank order, sizes free; ``ids`` are global. A DTensor ``lm_head``
             sharded ``Shard(0)`` on a 1-D mesh uses its mesh's group without this argument.
