@@ -40,13 +40,12 @@ class EndogenousRewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto") -> None:
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+        alpha = check_alpha(alpha)
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True, but the tokenizer has no chat template")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.alpha = float(alpha)
+        self.alpha = alpha
         self.chat_template = bool(chat_template)
         self.score_overlong = bool(score_overlong)
         self.backend = backend
@@ -83,7 +82,7 @@ class EndogenousRewardModel:
         for name, value in (("prompt", prompt), ("response", response)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-        rewards = self._score_rows(self.encode([prompt], [response]), *_discount(gamma, beta))[0]
+        rewards = self._score_rows(self.encode([prompt], [response]), *check_discount(gamma, beta))[0]
         return float(rewards[0])
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
@@ -100,10 +99,19 @@ class EndogenousRewardModel:
             list of N 1-D tensors, one reward per response token (empty for an empty response, NaN for a
             sequence left unscored as too long).
         """
+        return self.score_encoded(self.encode(prompts, responses), gamma=gamma, beta=beta, batch_size=batch_size,
+                                  max_tokens=max_tokens, return_per_token=return_per_token, progress=progress)
+
+    def score_encoded(self, rows: Sequence[tuple[Sequence[int], int]], *, gamma: float = 0.95, beta: float = 0.0,
+                      batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
+                      progress: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """``score`` of sequences already tokenized: (token ids, response start P) per sequence, as ``encode``
+        returns them, or built otherwise (a chat-template rendering, a whole text scored from its second token).
+        Each start must lie in [1, len(ids)]; ``len(ids) == P`` is an empty response (0.0)."""
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rewards, per_token = self._score_rows(self.encode(prompts, responses), *_discount(gamma, beta),
-                                              batch_size=batch_size, max_tokens=max_tokens, progress=progress)
+        rewards, per_token = self._score_rows(_rows(rows), *check_discount(gamma, beta), batch_size=batch_size,
+                                              max_tokens=max_tokens, progress=progress)
         return (rewards, per_token) if return_per_token else rewards
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
@@ -178,7 +186,29 @@ def _strings(name: str, values: object) -> list[str]:
     return list(values)
 
 
-def _discount(gamma: object, beta: object) -> tuple[float, float]:
+def _rows(rows: object) -> Rows:
+    """Checked (ids, start) rows: the kernel checks them too, but empty responses never reach it."""
+    if not isinstance(rows, Sequence):
+        raise TypeError(f"rows must be a list of (token ids, response start) pairs, got {type(rows).__name__}")
+    checked = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, Sequence) and len(row) == 2 and isinstance(row[0], Sequence)
+                and isinstance(row[1], int) and not isinstance(row[1], bool)):
+            raise TypeError(f"rows[{i}] must be a (token ids, response start) pair, got {row!r:.80}")
+        ids, start = row
+        if not 1 <= start <= len(ids):
+            raise ValueError(f"rows[{i}]: response start {start} must lie in [1, {len(ids)}] (the number of ids)")
+        checked.append((list(ids), start))
+    return checked
+
+
+def check_alpha(alpha: object) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
+    return float(alpha)
+
+
+def check_discount(gamma: object, beta: object) -> tuple[float, float]:
     """The core's rules for gamma and beta, checked here too: pairs that need no kernel call (empty or
     overlong responses) must not let bad values through."""
     if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
