@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from .cli_options import add_reward_options
 from .conversation import check_pair, encode_pairs
 from .records import read_records
 from .score_log import ScoreLog
@@ -105,15 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record field of the prompt: a string or a list of chat messages (default prompt)")
     parser.add_argument("--response-field", default="response",
                         help="record field of the response: a string or a list of messages (default response)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="temperature (default 1.0)")
-    parser.add_argument("--gamma", type=float, default=0.95,
-                        help="discount (default 0.95, as EndogenousRewardModel.score; the paper's derivation has 1)")
-    parser.add_argument("--beta", type=float, default=0.0, help="floor of the discount weights (default 0.0)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="model dtype (default: the checkpoint's)")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument("--batch-size", type=int, default=None, help="most records per batch")
-    parser.add_argument("--max-tokens", type=int, default=None, help="most padded tokens per batch (default 8192)")
+    add_reward_options(parser)
     parser.add_argument("--per-token", action="store_true", help="also write each response token's reward")
     parser.add_argument("--chat-template", action="store_true",
                         help="format plain-text prompts as a user turn with the chat template (message lists "
