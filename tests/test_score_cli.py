@@ -125,6 +125,16 @@ def test_a_prompt_without_tokens_is_a_record_error(tmp_path):
     assert second["reward"] is None and "gives no tokens" in second["error"]
 
 
+def test_chat_messages_need_a_chat_template(tmp_path):
+    tokenizer = fx.make_tokenizer()  # no chat template
+    folder = tmp_path / "base"
+    fx.make_model("llama", len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = write_jsonl(tmp_path / "pairs.jsonl", [records()[4]])
+    with pytest.raises(SystemExit, match="pairs.jsonl holds chat messages, but the tokenizer of .* has no chat"):
+        score(str(folder), data, tmp_path / "out.jsonl")
+
+
 def test_resumes_after_an_interruption(saved_model, tmp_path, monkeypatch):
     data = write_jsonl(tmp_path / "pairs.jsonl", records())
     reference = score(saved_model, data, tmp_path / "reference.jsonl", "--save-every", "3")

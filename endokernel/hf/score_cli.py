@@ -138,6 +138,9 @@ def run(args: argparse.Namespace) -> None:
             print(f"scoring {len(todo)} of {len(records)} records ({len(records) - len(todo)} already in {log.path})")
             model = EndogenousRewardModel.from_pretrained(args.model, dtype=args.dtype, device=args.device,
                                                           alpha=args.alpha, chat_template=args.chat_template)
+            if any(not isinstance(prompt, str) for prompt, _ in pairs) and not model.tokenizer.chat_template:
+                raise ValueError(f"{source} holds chat messages, but the tokenizer of {args.model} has no chat "
+                                 "template to render them")
             with tqdm(total=len(todo), disable=None, unit="record", desc="endogenous reward") as bar:
                 for start in range(0, len(todo), args.save_every):
                     group = todo[start : start + args.save_every]
