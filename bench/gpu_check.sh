@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a lent device machine (under 8 minutes): install, run the gpu tests, run the
-# GPU speed sweep; logs and JSON go to $OUT (default: bench/results/gpu-check). Usage: bash bench/gpu_check.sh
+# One prepared GPU check for a lent device machine (under 8 minutes): install, run the gpu tests, run a GPU
+# benchmark sweep (`endokernel bench --device cuda`, bf16, a time budget per call, torch.compile and the torch
+# backend left out: they would not fit); logs, JSON and plots go to $OUT (default: bench/results/gpu-check).
+# Usage: bash bench/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu-check}
 mkdir -p "$OUT"
@@ -11,8 +13,11 @@ export PYTHONUNBUFFERED=1
   git rev-parse HEAD 2>/dev/null || true
 } 2>&1 | tee "$OUT/environment.txt"
 python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -3
-timeout 240 python3 -m pytest -m gpu tests -q -x 2>&1 | tee "$OUT/gpu-tests.log"
+timeout 200 python3 -m pytest -m gpu tests -q -x 2>&1 | tee "$OUT/gpu-tests.log"
 tests_rc=${PIPESTATUS[0]}
-timeout 180 python3 bench/gpu_speed.py --out-dir "$OUT" 2>&1 | tee "$OUT/gpu-speed.log"
+# the sweep writes its JSON after every case, so a timeout still leaves what was measured
+timeout 240 python3 -m endokernel bench --device cuda --dtypes bfloat16 --tokens 1024,8192,32768,131072 \
+  --methods floor,triton,naive,loop,linear_ce,linear_ce-chunked,cce,liger --repeats 20 --time-budget 0.5 \
+  --max-call-seconds 2 --out-dir "$OUT" --no-e2e 2>&1 | tee "$OUT/gpu-bench.log"
 echo "gpu tests exit code: $tests_rc"
 exit "$tests_rc"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import torch
+
+from . import stats
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 REFERENCE_DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 only on the reference and torch backends
@@ -130,3 +133,64 @@ def prompt_len_tensor(prompt_len: object, batch: int, device: torch.device) -> t
             raise ValueError(f"prompt_len has {len(prompt_len)} entries for a batch of {batch} rows")
         return torch.tensor([int(p) for p in prompt_len], dtype=torch.int64, device=device)
     raise TypeError(f"prompt_len must be an int or a sequence / tensor of B ints, got {prompt_len!r}")
+
+
+class Head(NamedTuple):
+    """The LM head and logit transforms after their checks, and the concrete backend."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    logit_scale: float | None
+    softcap: float | None
+    backend: str
+
+
+def checked_head(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None,
+                 logit_scale: float | None, softcap: float | None, backend: str) -> Head:
+    if not isinstance(hidden, torch.Tensor):
+        raise TypeError(f"hidden must be a tensor, got {type(hidden).__name__}")
+    weight, bias = unpack_lm_head(lm_head, bias)
+    check_same_device(hidden=hidden, lm_head=weight, bias=bias)
+    backend = stats.resolve_backend(backend, hidden.device)
+    check_head(weight, bias, hidden, backend)
+    return Head(weight, bias, optional_positive_float("logit_scale", logit_scale),
+                optional_positive_float("softcap", softcap), backend)
+
+
+def checked_sequences(hidden: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor | None, *,
+                      chunked: bool = False):
+    """(hidden (B, T, D), ids (B, T), mask (B, T) or None, unbatched) after shape checks. ``chunked``: hidden
+    holds a context-parallel chunk of L positions of each row, (B, L, D) (or (L, D)), and ids all T."""
+    check_integer_tensor("ids", ids)
+    check_same_device(hidden=hidden, ids=ids, attention_mask=attention_mask)
+    if ids.dim() not in (1, 2):
+        raise ValueError(f"ids must have shape (T,) or (B, T), got {tuple(ids.shape)}")
+    if chunked:
+        if hidden.dim() != ids.dim() + 1 or hidden.shape[:-2] != ids.shape[:-1]:
+            raise ValueError(f"hidden must have shape {tuple(ids.shape[:-1]) + ('L', 'D')} (this rank's L "
+                             f"positions of each row of ids), got {tuple(hidden.shape)}")
+    elif hidden.dim() != ids.dim() + 1 or hidden.shape[:-1] != ids.shape:
+        raise ValueError(f"hidden must have shape {tuple(ids.shape) + ('D',)} to match ids, got {tuple(hidden.shape)}")
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
+        if attention_mask.shape != ids.shape:
+            raise ValueError(f"attention_mask must have the shape of ids {tuple(ids.shape)}, "
+                             f"got {tuple(attention_mask.shape)}")
+    unbatched = ids.dim() == 1
+    if unbatched:
+        hidden, ids = hidden[None], ids[None]
+        attention_mask = None if attention_mask is None else attention_mask[None]
+    return hidden, ids, attention_mask, unbatched
+
+
+def checked_vocab_size(vocab_size: object) -> int | None:
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    return vocab_size
+
+
+def checked_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value

@@ -1,24 +1,31 @@
 """Public functions: validate what can be checked without looking at the data (shapes, dtypes, devices,
 scalars), pick a backend, and call the custom op that does the rest (see ``ops.py``). Everything here is
-traceable by ``torch.compile``; checks that need the data (ids in range, prompt lengths) run inside the ops."""
+traceable by ``torch.compile``; checks that need the data (ids in range, prompt lengths) run inside the ops.
+With a process group (``tp_group``, ``cp_group``) or a DTensor LM head, the call goes to
+``distributed/api.py`` instead, which composes the same op across ranks (eager only)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from . import ops, stats
+from . import ops
 from ._validate import (
     check_gamma_beta,
-    check_head,
     check_integer_tensor,
     check_same_device,
-    optional_positive_float,
+    checked_bool,
+    checked_head,
+    checked_sequences,
+    checked_vocab_size,
     positive_float,
     prompt_len_tensor,
-    unpack_lm_head,
 )
+from .distributed.groups import is_sharded
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 
 class TokenStatistics(NamedTuple):
@@ -26,47 +33,6 @@ class TokenStatistics(NamedTuple):
 
     chosen_logit: torch.Tensor  # z[target] after bias / scale / softcap (0 where target < 0)
     lse: torch.Tensor  # alpha * logsumexp(z / alpha)
-
-
-class _Head(NamedTuple):
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    logit_scale: float | None
-    softcap: float | None
-    backend: str
-
-
-def _head(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None,
-          logit_scale: float | None, softcap: float | None, backend: str) -> _Head:
-    if not isinstance(hidden, torch.Tensor):
-        raise TypeError(f"hidden must be a tensor, got {type(hidden).__name__}")
-    weight, bias = unpack_lm_head(lm_head, bias)
-    check_same_device(hidden=hidden, lm_head=weight, bias=bias)
-    backend = stats.resolve_backend(backend, hidden.device)
-    check_head(weight, bias, hidden, backend)
-    return _Head(weight, bias, optional_positive_float("logit_scale", logit_scale),
-                 optional_positive_float("softcap", softcap), backend)
-
-
-def _sequences(hidden: torch.Tensor, ids: torch.Tensor, attention_mask: torch.Tensor | None):
-    """(hidden (B, T, D), ids (B, T), mask (B, T) or None, unbatched) after shape checks."""
-    check_integer_tensor("ids", ids)
-    check_same_device(hidden=hidden, ids=ids, attention_mask=attention_mask)
-    if ids.dim() not in (1, 2):
-        raise ValueError(f"ids must have shape (T,) or (B, T), got {tuple(ids.shape)}")
-    if hidden.dim() != ids.dim() + 1 or hidden.shape[:-1] != ids.shape:
-        raise ValueError(f"hidden must have shape {tuple(ids.shape) + ('D',)} to match ids, got {tuple(hidden.shape)}")
-    if attention_mask is not None:
-        if not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
-        if attention_mask.shape != ids.shape:
-            raise ValueError(f"attention_mask must have the shape of ids {tuple(ids.shape)}, "
-                             f"got {tuple(attention_mask.shape)}")
-    unbatched = ids.dim() == 1
-    if unbatched:
-        hidden, ids = hidden[None], ids[None]
-        attention_mask = None if attention_mask is None else attention_mask[None]
-    return hidden, ids, attention_mask, unbatched
 
 
 def token_statistics(
@@ -79,6 +45,7 @@ def token_statistics(
     logit_scale: float | None = None,
     softcap: float | None = None,
     backend: str = "auto",
+    tp_group: ProcessGroup | None = None,
 ) -> TokenStatistics:
     """Chosen-token logit and soft value at every position, without building the logits.
 
@@ -88,8 +55,16 @@ def token_statistics(
     ``lm_head``: (V, D) tensor of hidden's dtype, or an ``nn.Linear`` (its bias is used). ``targets``: integer
     tensor of hidden's leading shape; values in [0, V), or negative for "no target". Differentiable with
     respect to hidden, the LM head and bias.
+
+    ``tp_group``: vocab-parallel LM head, see ``fused_endogenous_reward``; ``targets`` are then global ids.
     """
-    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
+    if tp_group is not None or is_sharded(lm_head):
+        from .distributed import api as distributed
+
+        return distributed.token_statistics(hidden, lm_head, targets, alpha=alpha, bias=bias,
+                                            logit_scale=logit_scale, softcap=softcap, backend=backend,
+                                            tp_group=tp_group)
+    head = checked_head(hidden, lm_head, bias, logit_scale, softcap, backend)
     check_integer_tensor("targets", targets)
     check_same_device(hidden=hidden, targets=targets)
     if targets.shape != hidden.shape[:-1]:
@@ -115,6 +90,8 @@ def fused_endogenous_reward(
     softcap: float | None = None,
     return_per_token: bool = False,
     backend: str = "auto",
+    tp_group: ProcessGroup | None = None,
+    cp_group: ProcessGroup | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Endogenous reward of each sequence's response, without building the (T x V) logits.
 
@@ -132,28 +109,38 @@ def fused_endogenous_reward(
         attention_mask: optional (B, T) (or (T,)) 0/1 mask, right-padded, marking each row's real length.
         alpha: temperature of the soft value, > 0.
         gamma: discount in (0, 1]; beta: floor of the discount weights, >= 0.
-        vocab_size: for the terminal value; defaults to lm_head's row count.
+        vocab_size: for the terminal value; defaults to lm_head's row count (with ``tp_group``, the sum of
+            the blocks, which a given vocab_size must equal).
         bias: optional (V,) logit bias (not with an ``nn.Linear`` that has one).
         logit_scale: optional multiplier applied after the bias.
         softcap: optional Gemma-2 style cap ``softcap * tanh(z / softcap)``, applied last.
         return_per_token: also return the per-token rewards.
         backend: 'auto' (triton on CUDA, torch on CPU), 'torch' (logits-free tiles), 'triton' (fused kernel;
             on CPU tensors it runs under Triton's interpreter) or 'reference' (materializes the logits).
+        tp_group: vocab-parallel LM head: ``lm_head`` (and ``bias``) is this rank's block of consecutive
+            vocabulary rows, blocks in rank order, sizes free; ``ids`` are global. A DTensor ``lm_head``
+            sharded ``Shard(0)`` on a 1-D mesh uses its mesh's group without this argument.
+        cp_group: context parallelism: ``hidden`` (B, L, D) holds this rank's L consecutive positions of every
+            row, chunks in rank order, lengths free; ids, attention_mask and prompt_len are global.
 
     Returns:
         float32 rewards of shape (B,) (0-d for unbatched input; float64 for float64 inputs). With
         ``return_per_token``, ``(rewards, per_token)``, ``per_token`` shaped like ``ids`` with ``r_k`` at
         position ``P + k`` and 0 elsewhere. Differentiable with respect to hidden, the LM head and bias.
+        With process groups, every rank gets the whole result (see ``distributed/api.py`` for gradients).
     """
-    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
+    if tp_group is not None or cp_group is not None or is_sharded(lm_head):
+        from .distributed import api as distributed
+
+        return distributed.endogenous_reward(
+            hidden, lm_head, ids, prompt_len=prompt_len, attention_mask=attention_mask, alpha=alpha, gamma=gamma,
+            beta=beta, vocab_size=vocab_size, bias=bias, logit_scale=logit_scale, softcap=softcap,
+            return_per_token=return_per_token, backend=backend, tp_group=tp_group, cp_group=cp_group)
+    head = checked_head(hidden, lm_head, bias, logit_scale, softcap, backend)
     gamma, beta = check_gamma_beta(gamma, beta)
-    hidden3, ids2, mask2, unbatched = _sequences(hidden, ids, attention_mask)
-    if vocab_size is None:
-        vocab_size = head.weight.shape[0]
-    elif isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    if not isinstance(return_per_token, bool):
-        raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
+    hidden3, ids2, mask2, unbatched = checked_sequences(hidden, ids, attention_mask)
+    vocab_size = checked_vocab_size(vocab_size) or head.weight.shape[0]
+    checked_bool("return_per_token", return_per_token)
 
     rewards, per_token, _ = ops.endogenous_reward_op(
         hidden3, head.weight, head.bias, ids2, prompt_len_tensor(prompt_len, ids2.shape[0], ids.device), mask2,
@@ -175,6 +162,7 @@ def fused_token_logprobs(
     softcap: float | None = None,
     return_entropy: bool = False,
     backend: str = "auto",
+    tp_group: ProcessGroup | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probabilities of ``ids`` under the model, without building the logits.
 
@@ -183,11 +171,18 @@ def fused_token_logprobs(
     and padding hold 0. With ``return_entropy``, also the entropy of that same distribution at the same
     positions. Shapes: hidden (T, D) or (B, T, D), ids (T,) or (B, T), attention_mask like ids (right-padded);
     returns float32 tensors shaped like ``ids``. Differentiable with respect to hidden, the LM head and bias.
+    ``tp_group``: vocab-parallel LM head, see ``fused_endogenous_reward``.
     """
-    head = _head(hidden, lm_head, bias, logit_scale, softcap, backend)
-    hidden3, ids2, mask2, unbatched = _sequences(hidden, ids, attention_mask)
-    if not isinstance(return_entropy, bool):
-        raise TypeError(f"return_entropy must be a bool, got {return_entropy!r}")
+    if tp_group is not None or is_sharded(lm_head):
+        from .distributed import api as distributed
+
+        return distributed.token_logprobs(
+            hidden, lm_head, ids, attention_mask=attention_mask, temperature=temperature, bias=bias,
+            logit_scale=logit_scale, softcap=softcap, return_entropy=return_entropy, backend=backend,
+            tp_group=tp_group)
+    head = checked_head(hidden, lm_head, bias, logit_scale, softcap, backend)
+    hidden3, ids2, mask2, unbatched = checked_sequences(hidden, ids, attention_mask)
+    checked_bool("return_entropy", return_entropy)
     logprobs, entropy, _ = ops.token_logprobs_op(
         hidden3, head.weight, head.bias, ids2, mask2, positive_float("temperature", temperature), head.logit_scale,
         head.softcap, return_entropy, head.backend)

@@ -9,9 +9,11 @@ computed, and the last position (terminal value) is never needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+
+from ._validate import check_token_range, prompt_lengths, row_lengths
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,33 @@ class ResponseLayout:
             rows=rows,
             targets=targets,
         )
+
+    def window(self, lo: int, hi: int) -> ResponseLayout:
+        """The entries whose position ``t`` lies in [lo, hi) (a context-parallel chunk), in the same order and
+        with the same global ``rows``, ``targets`` and ``response_pos``; ``starts`` index the kept entries."""
+        keep = ((self.rows % self.seq_len) >= lo) & ((self.rows % self.seq_len) < hi)
+        counts = torch.bincount(self.rows[keep] // self.seq_len, minlength=self.batch)
+        starts = torch.zeros_like(self.starts)
+        torch.cumsum(counts, 0, out=starts[1:])
+        return replace(self, num_positions=int(starts[-1]), starts=starts, response_pos=self.response_pos[keep],
+                       rows=self.rows[keep], targets=self.targets[keep])
+
+
+def _checked_lengths(ids: torch.Tensor, attention_mask: torch.Tensor | None, vocab: int) -> list[int]:
+    """Each row's real length; raises on a bad mask or on real ids outside [0, vocab)."""
+    lengths = row_lengths(attention_mask, ids.shape[0], ids.shape[1], ids.device)
+    check_token_range("ids", ids if attention_mask is None else ids[attention_mask.bool()], vocab)
+    return lengths
+
+
+def reward_layout(ids: torch.Tensor, prompt_len: torch.Tensor, attention_mask: torch.Tensor | None,
+                  vocab: int) -> ResponseLayout:
+    """The positions the rewards of (B, T) ``ids`` need, after checking the mask, ids and prompt lengths."""
+    lengths = _checked_lengths(ids, attention_mask, vocab)
+    return ResponseLayout.build(ids, prompt_lengths(prompt_len, lengths), lengths)
+
+
+def logprob_layout(ids: torch.Tensor, attention_mask: torch.Tensor | None, vocab: int) -> ResponseLayout:
+    """Every position predicts the next real token: a response starting at 1 (rows may be empty)."""
+    lengths = _checked_lengths(ids, attention_mask, vocab)
+    return ResponseLayout.build(ids, [min(1, n) for n in lengths], lengths)

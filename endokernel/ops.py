@@ -15,9 +15,9 @@ from torch import Tensor
 
 from . import stats
 from ._alloc import new_empty
-from ._validate import check_token_range, prompt_lengths, row_lengths
-from .finalize import discount_weights, finalize
-from .layout import ResponseLayout
+from ._validate import check_token_range
+from .finalize import discount_weights, finalize, finalize_logprobs, scatter
+from .layout import logprob_layout, reward_layout
 from .transform import LogitTransform
 
 
@@ -67,13 +67,6 @@ def _backward_stats(backend: str, hidden: Tensor, weight: Tensor, bias: Optional
     d_weight = grad_w.to(weight.dtype) if needs[1] else weight.new_empty(0)
     d_bias = grad_b.to(bias.dtype) if needs[2] else weight.new_empty(0)
     return d_hidden, d_weight, d_bias
-
-
-def _scatter(values: Tensor, positions: Tensor, shape: tuple[int, int]) -> Tensor:
-    """A (B, T) tensor with ``values`` at flat ``positions``, 0 elsewhere."""
-    out = new_empty(shape, dtype=values.dtype, device=values.device)
-    out.zero_().view(-1)[positions] = values
-    return out
 
 
 def _hidden2d(hidden: Tensor) -> Tensor:
@@ -166,30 +159,18 @@ token_statistics_op.register_autograd(_token_statistics_backward, setup_context=
 # ---------------------------------------------------------------- endogenous_reward
 
 
-def _checked_lengths(ids: Tensor, attention_mask: Optional[Tensor], vocab: int) -> list[int]:
-    """Each row's real length; raises on a bad mask or on real ids outside [0, vocab)."""
-    lengths = row_lengths(attention_mask, ids.shape[0], ids.shape[1], ids.device)
-    check_token_range("ids", ids if attention_mask is None else ids[attention_mask.bool()], vocab)
-    return lengths
-
-
-def _reward_layout(ids: Tensor, prompt_len: Tensor, attention_mask: Optional[Tensor], vocab: int) -> ResponseLayout:
-    lengths = _checked_lengths(ids, attention_mask, vocab)
-    return ResponseLayout.build(ids, prompt_lengths(prompt_len, lengths), lengths)
-
-
 @torch.library.custom_op("endokernel::endogenous_reward", mutates_args=())
 def endogenous_reward_op(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], ids: Tensor, prompt_len: Tensor,
                          attention_mask: Optional[Tensor], alpha: float, gamma: float, beta: float, vocab_size: int,
                          logit_scale: Optional[float], softcap: Optional[float],
                          backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """(rewards (B,), per-token rewards (B, T), lse (B, T) at the computed positions) for (B, T, D) hidden."""
-    layout = _reward_layout(ids, prompt_len, attention_mask, weight.shape[0])
+    layout = reward_layout(ids, prompt_len, attention_mask, weight.shape[0])
     transform = _transform(alpha, bias, logit_scale, softcap)
     chosen, lse, _ = _forward_stats(backend, _hidden2d(hidden), weight, layout.rows, layout.targets, transform, False)
     rewards, per_token = finalize(chosen, lse, layout, terminal=alpha * math.log(vocab_size), gamma=gamma, beta=beta,
                                   out_dtype=_out_dtype(hidden), use_triton=backend == "triton")
-    return rewards, per_token, _scatter(lse, layout.rows, tuple(ids.shape))
+    return rewards, per_token, scatter(lse, layout.rows, tuple(ids.shape))
 
 
 @endogenous_reward_op.register_fake
@@ -206,7 +187,7 @@ def endogenous_reward_backward_op(grad_rewards: Tensor, grad_per_token: Tensor, 
                                   attention_mask: Optional[Tensor], lse: Tensor, alpha: float, gamma: float,
                                   beta: float, logit_scale: Optional[float], softcap: Optional[float], backend: str,
                                   needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    layout = _reward_layout(ids, prompt_len, attention_mask, weight.shape[0])
+    layout = reward_layout(ids, prompt_len, attention_mask, weight.shape[0])
     # r_k = chosen[j] - lse[j + 1] within a row (j = starts[b] + k); the last token's value is a constant
     k = layout.response_pos
     upstream = (grad_rewards.to(torch.float64)[layout.rows // layout.seq_len]
@@ -249,24 +230,17 @@ endogenous_reward_op.register_autograd(_endogenous_reward_backward, setup_contex
 # ---------------------------------------------------------------- token_logprobs
 
 
-def _logprob_layout(ids: Tensor, attention_mask: Optional[Tensor], vocab: int) -> ResponseLayout:
-    """Every position predicts the next real token: a response starting at 1 (rows may be empty)."""
-    lengths = _checked_lengths(ids, attention_mask, vocab)
-    return ResponseLayout.build(ids, [min(1, n) for n in lengths], lengths)
-
-
 @torch.library.custom_op("endokernel::token_logprobs", mutates_args=())
 def token_logprobs_op(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], ids: Tensor,
                       attention_mask: Optional[Tensor], temperature: float, logit_scale: Optional[float],
                       softcap: Optional[float], with_entropy: bool, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """(log-probs (B, T), entropy (B, T) or empty, lse (B, T)); position t holds the prediction of ids[t]."""
-    layout = _logprob_layout(ids, attention_mask, weight.shape[0])
+    layout = logprob_layout(ids, attention_mask, weight.shape[0])
     chosen, lse, entropy = _forward_stats(backend, _hidden2d(hidden), weight, layout.rows, layout.targets,
                                           _transform(temperature, bias, logit_scale, softcap), with_entropy)
-    positions, shape = layout.rows + 1, tuple(ids.shape)
-    logprobs = _scatter((chosen - lse) / temperature, positions, shape)
-    entropy = _scatter(entropy, positions, shape) if with_entropy else hidden.new_empty(0, dtype=logprobs.dtype)
-    return logprobs, entropy, _scatter(lse, positions, shape)
+    logprobs, entropy = finalize_logprobs(chosen, lse, entropy, layout, temperature)
+    entropy = entropy if with_entropy else hidden.new_empty(0, dtype=logprobs.dtype)
+    return logprobs, entropy, scatter(lse, layout.rows + 1, tuple(ids.shape))
 
 
 @token_logprobs_op.register_fake
@@ -282,7 +256,7 @@ def token_logprobs_backward_op(grad_logprobs: Tensor, grad_entropy: Optional[Ten
                                entropy: Optional[Tensor], temperature: float, logit_scale: Optional[float],
                                softcap: Optional[float], backend: str,
                                needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
-    layout = _logprob_layout(ids, attention_mask, weight.shape[0])
+    layout = logprob_layout(ids, attention_mask, weight.shape[0])
     positions = layout.rows + 1
     upstream = grad_logprobs.reshape(-1)[positions] / temperature  # log p = (chosen - lse) / T
     return _backward_stats(

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
+from ._validate import check_gamma_beta, positive_float
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -55,10 +57,10 @@ class EndogenousRewardFunction:
                  chat_template_kwargs: Mapping[str, Any] | None = None, dtype: str | torch.dtype = "auto",
                  device: str | torch.device | None = None, name: str = "endogenous_reward") -> None:
         from .hf.batching import check_limits  # transformers loads only when a reward function is made
-        from .hf.model import EndogenousRewardModel, check_alpha, check_discount
+        from .hf.model import EndogenousRewardModel
 
-        alpha = check_alpha(alpha)
-        self.gamma, self.beta = check_discount(gamma, beta)
+        alpha = positive_float("alpha", alpha)
+        self.gamma, self.beta = check_gamma_beta(gamma, beta)
         if normalize not in NORMALIZE:
             raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
         self.normalize = normalize

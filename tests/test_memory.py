@@ -56,3 +56,11 @@ def test_forward_backward_peak_memory_is_far_below_the_logits():
     gradient_bytes = (tokens + vocab) * dim * 4  # what autograd hands back, once more while it is copied
     extra = in_fresh_process(forward_backward_job, tokens, dim, vocab)
     assert extra < gradient_bytes + logits_bytes / 32, f"peak extra {extra / MiB:.0f} MiB"
+
+
+def test_a_large_parent_does_not_count_in_a_fresh_process_peak():
+    """A spawned process's getrusage peak holds its parent's resident set at the fork: the measurement must not."""
+    ballast = torch.ones(512 * MiB // 4)  # 512 MiB, resident in this (parent) process
+    result = in_fresh_process(run_job, "endokernel", 256, 16, 1000, torch.float32, "cpu")
+    assert result.extra_bytes < 64 * MiB, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
+    del ballast

@@ -1,9 +1,13 @@
 """``endokernel score`` end to end on a model saved with ``save_pretrained``: records written back in input order
 with rewards equal to ``EndogenousRewardModel.score``, per-token rewards, conversational records, one whole text
-(``--text``), per-record errors for what does not fit the model's positions, resuming after an interruption,
-and bad input."""
+(``--text``), per-record errors for what does not fit the model's positions, resuming after an interruption (also
+under torchrun), and bad input."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +16,7 @@ from endokernel import EndogenousRewardModel
 from endokernel.cli import main
 from endokernel.rl import EndogenousRewardFunction
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_POSITIONS = 256
 LONG = ("Tell me a long story.", "Once upon a time " * 80)  # over the saved model's 256 positions
 
@@ -166,6 +171,44 @@ def test_resumes_after_an_interruption(saved_model, tmp_path, monkeypatch):
     assert score(saved_model, data, out, "--save-every", "3") == reference
     assert scored == [3, 2]  # records 3-5, then 6-7: only those not saved before
     assert not progress.exists()
+
+
+@pytest.mark.slow
+def test_torchrun_resumes_with_the_results_of_one_process(saved_model, tmp_path, monkeypatch):
+    data = write_jsonl(tmp_path / "pairs.jsonl", records())
+    arguments = ["--per-token", "--save-every", "3"]
+    reference = score(saved_model, data, tmp_path / "one.jsonl", *arguments)
+
+    original = EndogenousRewardModel.score_encoded
+    calls = []
+
+    def killed_on_second_group(self, rows, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(self, rows, **kwargs)
+
+    monkeypatch.setattr(EndogenousRewardModel, "score_encoded", killed_on_second_group)
+    out = tmp_path / "two.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        score(saved_model, data, out, *arguments)
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "endokernel",
+         "score", "--model", saved_model, "--data", data, "--out", str(out), "--dtype", "float32", "--device", "cpu",
+         *arguments], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("scoring 5 of 8 records (3 already in") == 1  # the first rank speaks, once
+    written = read_jsonl(out)
+    assert [{k: v for k, v in w.items() if k not in ("reward", "per_token")} for w in written] == [
+        {k: v for k, v in r.items() if k not in ("reward", "per_token")} for r in reference]
+    for got, want in zip(written, reference):
+        if want["reward"] is None:
+            assert got == want  # the record too long for the model: the same error
+        else:
+            assert got["reward"] == pytest.approx(want["reward"], rel=1e-5)
+            assert got["per_token"] == pytest.approx(want["per_token"], rel=1e-5, abs=1e-5)
+    assert not (tmp_path / "two.progress.jsonl").exists()
 
 
 def test_refuses_to_mix_settings_or_data(saved_model, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ def add_reward_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beta", type=float, default=0.0, help="floor of the discount weights (default 0.0)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="model dtype (default: the checkpoint's)")
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    parser.add_argument("--device", default=None,
+                        help="default: cuda when available (under torchrun: cuda:LOCAL_RANK), else cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="most responses per batch")
     parser.add_argument("--max-tokens", type=int, default=None, help="most padded tokens per batch (default 8192)")

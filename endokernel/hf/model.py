@@ -4,16 +4,19 @@ Logits are never built: the decoder body gives the final hidden states, ``fused_
 
 from __future__ import annotations
 
-import math
+import hashlib
 import os
 from collections.abc import Sequence
-from numbers import Real
 
 import torch
+import torch.distributed as dist
+from torch.distributed import ProcessGroup
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import fused_endogenous_reward
+from .._validate import check_gamma_beta, positive_float
+from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right
 from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
 
@@ -40,12 +43,11 @@ class EndogenousRewardModel:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto") -> None:
-        alpha = check_alpha(alpha)
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True, but the tokenizer has no chat template")
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.alpha = alpha
+        self.alpha = positive_float("alpha", alpha)
         self.chat_template = bool(chat_template)
         self.score_overlong = bool(score_overlong)
         self.backend = backend
@@ -82,17 +84,23 @@ class EndogenousRewardModel:
         for name, value in (("prompt", prompt), ("response", response)):
             if not isinstance(value, str):
                 raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-        rewards = self._score_rows(self.encode([prompt], [response]), *check_discount(gamma, beta))[0]
+        rewards = self._score_rows(self.encode([prompt], [response]), *check_gamma_beta(gamma, beta))[0]
         return float(rewards[0])
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
               batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
-              progress: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+              progress: bool | None = None,
+              data_parallel: bool | ProcessGroup = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Rewards of N (prompt, response) pairs, each equal to ``calculate_reward`` of the pair.
 
         Pairs are sorted by length into right-padded batches of at most ``batch_size`` rows and ``max_tokens``
         padded tokens (see ``length_buckets``); results come back in input order. ``progress``: a tqdm bar
         (default: on a terminal, when there is more than one batch).
+
+        ``data_parallel``: True (the default process group) or a ProcessGroup, to share the work: every rank of
+        the group passes the same pairs, scores a share of them balanced by token count, and gets all results
+        (the progress bar shows the first rank's share). Off by default, so that ranks scoring their own pairs
+        (a trainer's reward function, an evaluation on one rank) need no collective.
 
         Returns:
             (N,) float32 rewards on the CPU (float64 for a float64 model). With ``return_per_token``, also a
@@ -100,18 +108,35 @@ class EndogenousRewardModel:
             sequence left unscored as too long).
         """
         return self.score_encoded(self.encode(prompts, responses), gamma=gamma, beta=beta, batch_size=batch_size,
-                                  max_tokens=max_tokens, return_per_token=return_per_token, progress=progress)
+                                  max_tokens=max_tokens, return_per_token=return_per_token, progress=progress,
+                                  data_parallel=data_parallel)
 
     def score_encoded(self, rows: Sequence[tuple[Sequence[int], int]], *, gamma: float = 0.95, beta: float = 0.0,
                       batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
-                      progress: bool | None = None) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+                      progress: bool | None = None, data_parallel: bool | ProcessGroup = False,
+                      ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``score`` of sequences already tokenized: (token ids, response start P) per sequence, as ``encode``
         returns them, or built otherwise (a chat-template rendering, a whole text scored from its second token).
         Each start must lie in [1, len(ids)]; ``len(ids) == P`` is an empty response (0.0)."""
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rewards, per_token = self._score_rows(_rows(rows), *check_discount(gamma, beta), batch_size=batch_size,
-                                              max_tokens=max_tokens, progress=progress)
+        rows, (gamma, beta) = _rows(rows), check_gamma_beta(gamma, beta)
+        if data_parallel is False:
+            rewards, per_token = self._score_rows(rows, gamma, beta, batch_size=batch_size, max_tokens=max_tokens,
+                                                  progress=progress)
+        else:
+            group = dp.process_group(data_parallel)
+            first = dist.get_rank(group) == 0
+
+            def score_share(index: list[int]) -> list[tuple[float, torch.Tensor]]:
+                share = self._score_rows([rows[i] for i in index], gamma, beta, batch_size=batch_size,
+                                         max_tokens=max_tokens, progress=progress if first else False)
+                return list(zip(share[0].tolist(), share[1]))
+
+            inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
+            results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
+            rewards = torch.tensor([reward for reward, _ in results], dtype=_reward_dtype(output_head(self.model)))
+            per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
@@ -138,7 +163,7 @@ class EndogenousRewardModel:
                     max_tokens: int | None = None,
                     progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = output_head(self.model)
-        out_dtype = torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+        out_dtype = _reward_dtype(head)
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
@@ -177,6 +202,10 @@ class EndogenousRewardModel:
         )
 
 
+def _reward_dtype(head: OutputHead) -> torch.dtype:
+    return torch.float64 if head.weight.dtype == torch.float64 else torch.float32
+
+
 def _strings(name: str, values: object) -> list[str]:
     if isinstance(values, str) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
@@ -201,18 +230,3 @@ def _rows(rows: object) -> Rows:
         checked.append((list(ids), start))
     return checked
 
-
-def check_alpha(alpha: object) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not (math.isfinite(alpha) and alpha > 0):
-        raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
-    return float(alpha)
-
-
-def check_discount(gamma: object, beta: object) -> tuple[float, float]:
-    """The core's rules for gamma and beta, checked here too: pairs that need no kernel call (empty or
-    overlong responses) must not let bad values through."""
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not (0 < gamma <= 1):
-        raise ValueError(f"gamma must lie in (0, 1], got {gamma!r}")
-    if isinstance(beta, bool) or not isinstance(beta, Real) or not (math.isfinite(beta) and beta >= 0):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(gamma), float(beta)

@@ -1,7 +1,8 @@
 """``endokernel rmbench``: score RM-Bench's chosen and rejected responses with a causal LM's endogenous reward and
 report hard / normal / easy / average accuracy per domain and overall (all examples pooled), as a table and as
 JSON (``--out``), with per-example scores in ``<out stem>.scores.jsonl``. Scores are saved as they come: a rerun
-with the same ``--out`` and settings resumes, skipping the examples already scored."""
+with the same ``--out`` and settings resumes, skipping the examples already scored. Under torchrun the ranks
+share the scoring (``score(data_parallel=...)``); the first rank reads the data and the scores file and writes."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import json
 import pathlib
 from typing import TYPE_CHECKING
 
+import torch.distributed as dist
 from tqdm import tqdm
 
+from ..distributed.launch import on_first_rank, torchrun_group
 from .accuracy import rmbench_accuracy
 from .cli_options import add_reward_options
 from .rmbench_data import Example, load_examples
@@ -25,19 +28,23 @@ def scores_path(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(out.stem + ".scores.jsonl")
 
 
-def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog, *, gamma: float, beta: float,
-             batch_size: int | None, max_tokens: int | None, save_every: int) -> None:
+def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog | None, *, gamma: float,
+             beta: float, batch_size: int | None, max_tokens: int | None, save_every: int,
+             data_parallel: dist.ProcessGroup | None = None) -> None:
     """Score ``examples`` (3 chosen and 3 rejected responses each) ``save_every`` examples at a time,
-    appending each group's records to ``log``."""
-    with tqdm(total=len(examples), disable=None, unit="example", desc="rmbench") as bar:
+    appending each group's records to ``log``. With ``data_parallel``, every rank of that group runs this and
+    shares the scoring; only the rank given a ``log`` writes (and shows progress)."""
+    with tqdm(total=len(examples), disable=None if log is not None else True, unit="example", desc="rmbench") as bar:
         for start in range(0, len(examples), save_every):
             group = examples[start : start + save_every]
             prompts = [ex.prompt for ex in group for _ in range(6)]
             responses = [text for ex in group for text in (*ex.chosen, *ex.rejected)]
             scores = model.score(prompts, responses, gamma=gamma, beta=beta, batch_size=batch_size,
-                                 max_tokens=max_tokens, progress=False).tolist()
-            log.append([{"key": ex.key, "domain": ex.domain, "chosen": scores[6 * i : 6 * i + 3],
-                         "rejected": scores[6 * i + 3 : 6 * i + 6]} for i, ex in enumerate(group)])
+                                 max_tokens=max_tokens, progress=False,
+                                 data_parallel=data_parallel or False).tolist()
+            if log is not None:
+                    log.append([{"key": ex.key, "domain": ex.domain, "chosen": scores[6 * i : 6 * i + 3],
+                             "rejected": scores[6 * i + 3 : 6 * i + 6]} for i, ex in enumerate(group)])
             bar.update(len(group))
 
 
@@ -85,21 +92,31 @@ def run(args: argparse.Namespace) -> None:
     settings = {name: getattr(args, name) for name in
                 ("model", "data", "alpha", "gamma", "beta", "dtype", "chat_template", "score_overlong")}
     log = ScoreLog(scores_path(out), settings)
-    try:
-        examples = load_examples(args.data)
-        done = log.load()
-        todo = [ex for ex in examples if ex.key not in done]
-        if todo:
-            print(f"scoring {len(todo)} of {len(examples)} examples "
-                  f"({len(examples) - len(todo)} already in {log.path})")
-            model = EndogenousRewardModel.from_pretrained(
-                args.model, dtype=args.dtype, device=args.device, alpha=args.alpha,
-                chat_template=args.chat_template, score_overlong=args.score_overlong)
-            evaluate(model, todo, log, gamma=args.gamma, beta=args.beta, batch_size=args.batch_size,
-                     max_tokens=args.max_tokens, save_every=args.save_every)
+    with torchrun_group(args.device) as (group, device):
+        first = group is None or dist.get_rank(group) == 0
+
+        def remaining() -> tuple[list[Example], list[Example]]:
+            examples = load_examples(args.data)
             done = log.load()
-    except ValueError as error:
-        raise SystemExit(f"endokernel rmbench: {error}") from error
+            return examples, [ex for ex in examples if ex.key not in done]
+
+        try:
+            examples, todo = on_first_rank(remaining, group)  # the ranks agree on what is left to do
+            if todo:
+                if first:
+                    print(f"scoring {len(todo)} of {len(examples)} examples "
+                          f"({len(examples) - len(todo)} already in {log.path})")
+                model = EndogenousRewardModel.from_pretrained(
+                    args.model, dtype=args.dtype, device=device, alpha=args.alpha,
+                    chat_template=args.chat_template, score_overlong=args.score_overlong)
+                evaluate(model, todo, log if first else None, gamma=args.gamma, beta=args.beta,
+                         batch_size=args.batch_size, max_tokens=args.max_tokens, save_every=args.save_every,
+                         data_parallel=group)
+        except ValueError as error:
+            raise SystemExit(f"endokernel rmbench: {error}") from error
+    if not first:
+        return
+    done = log.load()
     result = {"settings": settings, "scores_file": str(log.path),
               **report([done[ex.key] for ex in examples])}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ whole text file scored as a single sequence (``--text``), written as JSON Lines 
 with ``reward`` (and ``per_token`` with ``--per-token``). A record too long for the model's positions gets an
 ``error`` field and a null reward instead. Results are saved as they come to ``<out stem>.progress.jsonl``: a
 rerun with the same arguments resumes, skipping the records already scored; the file goes once ``--out`` is
-written."""
+written. Under torchrun the ranks share the scoring; the first rank reads the input and writes the files."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import os
 import pathlib
 from typing import TYPE_CHECKING
 
+import torch.distributed as dist
 from tqdm import tqdm
 
+from ..distributed.launch import on_first_rank, torchrun_group
 from .cli_options import add_reward_options
 from .conversation import check_pair, encode_pairs
 from .records import read_records
@@ -55,9 +57,10 @@ def load_pairs(path: pathlib.Path, prompt_field: str, response_field: str) -> tu
 
 
 def score_records(model: EndogenousRewardModel, rows: list[tuple[list[int], int] | str], *, gamma: float,
-                  beta: float, batch_size: int | None, max_tokens: int | None, per_token: bool) -> list[dict]:
+                  beta: float, batch_size: int | None, max_tokens: int | None, per_token: bool,
+                  data_parallel: dist.ProcessGroup | None = None) -> list[dict]:
     """One result per row: ``{"reward"[, "per_token"]}``, or ``{"reward": None, "error"}`` for a row that is an
-    encoding error or longer than the model's positions."""
+    encoding error or longer than the model's positions. ``data_parallel``: the ranks sharing the scoring."""
     results: list[dict] = [{} for _ in rows]
     todo = []
     for i, row in enumerate(rows):
@@ -69,7 +72,8 @@ def score_records(model: EndogenousRewardModel, rows: list[tuple[list[int], int]
         else:
             todo.append(i)
     rewards, tokens = model.score_encoded([rows[i] for i in todo], gamma=gamma, beta=beta, batch_size=batch_size,
-                                          max_tokens=max_tokens, return_per_token=True, progress=False)
+                                          max_tokens=max_tokens, return_per_token=True, progress=False,
+                                          data_parallel=data_parallel or False)
     for i, reward, values in zip(todo, rewards.tolist(), tokens):
         results[i] = {"reward": reward, **({"per_token": values.tolist()} if per_token else {})}
     return results
@@ -114,6 +118,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=256, help="records scored between saves (default 256)")
 
 
+def read_inputs(args: argparse.Namespace, source: pathlib.Path) -> tuple[list[dict], list[Pair] | list[str]]:
+    """The input records and what is scored: their (prompt, response) pairs, or with ``--text`` the text."""
+    if not source.is_file():
+        raise ValueError(f"{source}: no such file")
+    if args.text:
+        return [{"text": str(source)}], [source.read_text(encoding="utf-8")]
+    return load_pairs(source, args.prompt_field, args.response_field)
+
+
+def evaluate(model: EndogenousRewardModel, items: list[Pair] | list[str], todo: list[int], log: ScoreLog | None,
+             args: argparse.Namespace, data_parallel: dist.ProcessGroup | None) -> None:
+    """Score the items at ``todo`` ``--save-every`` at a time, appending each group's results to ``log``. With
+    ``data_parallel``, every rank of that group runs this and shares the scoring; only the rank given a
+    ``log`` writes (and shows progress)."""
+    with tqdm(total=len(todo), disable=None if log is not None else True, unit="record",
+              desc="endogenous reward") as bar:
+        for start in range(0, len(todo), args.save_every):
+            group = todo[start : start + args.save_every]
+            if args.text:
+                rows = [encode_text(model, items[i]) for i in group]
+            else:
+                rows = encode_or_errors(model, [items[i] for i in group])
+            results = score_records(model, rows, gamma=args.gamma, beta=args.beta, batch_size=args.batch_size,
+                                    max_tokens=args.max_tokens, per_token=args.per_token,
+                                    data_parallel=data_parallel)
+            if log is not None:
+                log.append([{"key": i, **result} for i, result in zip(group, results)])
+            bar.update(len(group))
+
+
 def run(args: argparse.Namespace) -> None:
     from .model import EndogenousRewardModel  # transformers loads only when this command runs
 
@@ -121,41 +155,38 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit("endokernel score: --save-every must be >= 1")
     out = pathlib.Path(args.out)
     source = pathlib.Path(args.data or args.text)
-    try:
-        if not source.is_file():
-            raise ValueError(f"{source}: no such file")
-        if args.text:
-            records, pairs = [{"text": str(source)}], []
-        else:
-            records, pairs = load_pairs(source, args.prompt_field, args.response_field)
+    log = None  # the first rank's
+
+    def remaining() -> tuple[list[dict], list[Pair] | list[str], list[int]]:
+        nonlocal log
+        records, items = read_inputs(args, source)
         settings = {"model": args.model, "data": args.data, "text": args.text, "sha256": _sha256(source),
                     **{name: getattr(args, name) for name in ("prompt_field", "response_field", "alpha", "gamma",
                                                               "beta", "dtype", "per_token", "chat_template")}}
         log = ScoreLog(progress_path(out), settings)
         done = log.load()
-        todo = [i for i in range(len(records)) if i not in done]
-        if todo:
-            print(f"scoring {len(todo)} of {len(records)} records ({len(records) - len(todo)} already in {log.path})")
-            model = EndogenousRewardModel.from_pretrained(args.model, dtype=args.dtype, device=args.device,
-                                                          alpha=args.alpha, chat_template=args.chat_template)
-            if any(not isinstance(prompt, str) for prompt, _ in pairs) and not model.tokenizer.chat_template:
-                raise ValueError(f"{source} holds chat messages, but the tokenizer of {args.model} has no chat "
-                                 "template to render them")
-            with tqdm(total=len(todo), disable=None, unit="record", desc="endogenous reward") as bar:
-                for start in range(0, len(todo), args.save_every):
-                    group = todo[start : start + args.save_every]
-                    if args.text:
-                        rows = [encode_text(model, source.read_text(encoding="utf-8"))]
-                    else:
-                        rows = encode_or_errors(model, [pairs[i] for i in group])
-                    results = score_records(model, rows, gamma=args.gamma, beta=args.beta,
-                                            batch_size=args.batch_size, max_tokens=args.max_tokens,
-                                            per_token=args.per_token)
-                    log.append([{"key": i, **result} for i, result in zip(group, results)])
-                    bar.update(len(group))
-            done = log.load()
-    except ValueError as error:
-        raise SystemExit(f"endokernel score: {error}") from error
+        return records, items, [i for i in range(len(records)) if i not in done]
+
+    with torchrun_group(args.device) as (group, device):
+        first = group is None or dist.get_rank(group) == 0
+        try:
+            records, items, todo = on_first_rank(remaining, group)  # the ranks agree on what is left to do
+            if todo:
+                if first:
+                    print(f"scoring {len(todo)} of {len(records)} records "
+                          f"({len(records) - len(todo)} already in {progress_path(out)})")
+                model = EndogenousRewardModel.from_pretrained(args.model, dtype=args.dtype, device=device,
+                                                              alpha=args.alpha, chat_template=args.chat_template)
+                if not args.text and not model.tokenizer.chat_template and any(
+                        not isinstance(prompt, str) for prompt, _ in items):
+                    raise ValueError(f"{source} holds chat messages, but the tokenizer of {args.model} has no chat "
+                                     "template to render them")
+                evaluate(model, items, todo, log if first else None, args, group)
+        except ValueError as error:
+            raise SystemExit(f"endokernel score: {error}") from error
+    if not first:
+        return
+    done = log.load()
     _write_jsonl(out, [{**record, **_without_key(done[i])} for i, record in enumerate(records)])
     log.path.unlink()
     failed = sum(1 for i in range(len(records)) if "error" in done[i])

@@ -8,7 +8,7 @@ import subprocess
 
 import torch
 
-from endokernel.cpu import cpu_model, has_native_bf16
+from ..cpu import cpu_model, has_native_bf16
 
 
 def git_commit() -> str:
@@ -21,6 +21,7 @@ def git_commit() -> str:
 
 
 def describe(device: torch.device) -> dict:
+    """Date, commit, versions and the device (CPU: model, threads, native bf16)."""
     try:
         import triton
 
