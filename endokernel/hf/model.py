@@ -192,7 +192,7 @@ class EndogenousRewardModel:
                      beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
         ids, mask = (t.to(self.device) for t in pad_right([ids for ids, _ in rows]))
-        hidden = final_hidden_states(self._decoder, ids, mask)
+        hidden = final_hidden_states(self._decoder, ids)
         where = head.weight.device  # the last layer's device, for a model split across devices
         return fused_endogenous_reward(
             hidden.to(where, head.weight.dtype), head.weight, ids.to(where), prompt_len=[start for _, start in rows],
