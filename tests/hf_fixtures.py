@@ -82,6 +82,18 @@ def make_tokenizer(vocab_size: int = 512) -> transformers.PreTrainedTokenizerFas
                                                 pad_token="<pad>")
 
 
+# A small chat template in the style of ChatML; "<s>" and "</s>" are the tokenizer's special tokens.
+CHAT_TEMPLATE = ("<s>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def make_chat_tokenizer(vocab_size: int = 512) -> transformers.PreTrainedTokenizerFast:
+    """``make_tokenizer`` with CHAT_TEMPLATE as its chat template."""
+    tokenizer = make_tokenizer(vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
 ARCHS = ("llama", "qwen3", "gemma2", "cohere", "granite")
 
 
@@ -119,16 +131,23 @@ def make_model(arch: str, vocab_size: int, *, seed: int = 0, **config_kwargs) ->
 def original_reward(model, tokenizer, prompt: str, response: str, *, alpha: float = 1.0, gamma: float = 0.95,
                     beta: float = 0.0) -> float:
     """The original evaluation script's loop, restated: full forward with logits, one ``.item()`` per value."""
-    prompt_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    response_ids = tokenizer(response, return_tensors="pt", add_special_tokens=False).input_ids
-    if response_ids.shape[1] == 0:
+    prompt_ids = tokenizer(prompt).input_ids
+    response_ids = tokenizer(response, add_special_tokens=False).input_ids
+    return original_reward_ids(model, prompt_ids + response_ids, len(prompt_ids), alpha=alpha, gamma=gamma,
+                               beta=beta)
+
+
+def original_reward_ids(model, ids: list[int], start: int, *, alpha: float = 1.0, gamma: float = 0.95,
+                        beta: float = 0.0) -> float:
+    """The same loop on token ids whose response starts at ``start``."""
+    if start == len(ids):
         return 0.0
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(model.device)
-    if input_ids.shape[1] > model.config.max_position_embeddings:
+    if len(ids) > model.config.max_position_embeddings:
         return float("-inf")
+    input_ids = torch.tensor([ids], device=model.device)
     with torch.no_grad():
         logits = model(input_ids).logits[0]
-    start, end = prompt_ids.shape[1], input_ids.shape[1]
+    end = len(ids)
     total = 0.0
     for k, t in enumerate(range(start, end)):
         q = logits[t - 1][input_ids[0, t]].item()

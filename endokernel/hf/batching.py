@@ -9,6 +9,13 @@ import torch
 DEFAULT_MAX_TOKENS = 8192  # padded tokens per batch when neither a row nor a token limit is given
 
 
+def check_limits(batch_size: object, max_tokens: object) -> None:
+    """ValueError unless each limit is a positive int or None."""
+    for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
 def length_buckets(lengths: Sequence[int], *, batch_size: int | None = None,
                    max_tokens: int | None = None) -> list[list[int]]:
     """Indices into ``lengths`` grouped into batches, longest rows first (ties in input order).
@@ -18,9 +25,7 @@ def length_buckets(lengths: Sequence[int], *, batch_size: int | None = None,
     is ``DEFAULT_MAX_TOKENS``. Sorting by length keeps padding small, and the first batch is the largest, so
     a batch that does not fit in memory fails at once.
     """
-    for name, value in (("batch_size", batch_size), ("max_tokens", max_tokens)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+    check_limits(batch_size, max_tokens)
     if batch_size is None and max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])

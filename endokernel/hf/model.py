@@ -107,9 +107,20 @@ class EndogenousRewardModel:
             list of N 1-D tensors, one reward per response token (empty for an empty response, NaN for a
             sequence left unscored as too long).
         """
+        return self.score_encoded(self.encode(prompts, responses), gamma=gamma, beta=beta, batch_size=batch_size,
+                                  max_tokens=max_tokens, return_per_token=return_per_token, progress=progress,
+                                  data_parallel=data_parallel)
+
+    def score_encoded(self, rows: Sequence[tuple[Sequence[int], int]], *, gamma: float = 0.95, beta: float = 0.0,
+                      batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
+                      progress: bool | None = None, data_parallel: bool | ProcessGroup = False,
+                      ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """``score`` of sequences already tokenized: (token ids, response start P) per sequence, as ``encode``
+        returns them, or built otherwise (a chat-template rendering, a whole text scored from its second token).
+        Each start must lie in [1, len(ids)]; ``len(ids) == P`` is an empty response (0.0)."""
         if not isinstance(return_per_token, bool):
             raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rows, (gamma, beta) = self.encode(prompts, responses), check_gamma_beta(gamma, beta)
+        rows, (gamma, beta) = _rows(rows), check_gamma_beta(gamma, beta)
         if data_parallel is False:
             rewards, per_token = self._score_rows(rows, gamma, beta, batch_size=batch_size, max_tokens=max_tokens,
                                                   progress=progress)
@@ -181,7 +192,7 @@ class EndogenousRewardModel:
                      beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) rewards and (B, T) per-token rewards of rows padded into one batch."""
         ids, mask = (t.to(self.device) for t in pad_right([ids for ids, _ in rows]))
-        hidden = final_hidden_states(self._decoder, ids, mask)
+        hidden = final_hidden_states(self._decoder, ids)
         where = head.weight.device  # the last layer's device, for a model split across devices
         return fused_endogenous_reward(
             hidden.to(where, head.weight.dtype), head.weight, ids.to(where), prompt_len=[start for _, start in rows],
@@ -202,3 +213,20 @@ def _strings(name: str, values: object) -> list[str]:
         if not isinstance(value, str):
             raise TypeError(f"{name}[{i}] must be a str, got {type(value).__name__}")
     return list(values)
+
+
+def _rows(rows: object) -> Rows:
+    """Checked (ids, start) rows: the kernel checks them too, but empty responses never reach it."""
+    if not isinstance(rows, Sequence):
+        raise TypeError(f"rows must be a list of (token ids, response start) pairs, got {type(rows).__name__}")
+    checked = []
+    for i, row in enumerate(rows):
+        if not (isinstance(row, Sequence) and len(row) == 2 and isinstance(row[0], Sequence)
+                and isinstance(row[1], int) and not isinstance(row[1], bool)):
+            raise TypeError(f"rows[{i}] must be a (token ids, response start) pair, got {row!r:.80}")
+        ids, start = row
+        if not 1 <= start <= len(ids):
+            raise ValueError(f"rows[{i}]: response start {start} must lie in [1, {len(ids)}] (the number of ids)")
+        checked.append((list(ids), start))
+    return checked
+

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..distributed.launch import on_first_rank, torchrun_group
 from .accuracy import rmbench_accuracy
+from .cli_options import add_reward_options
 from .rmbench_data import Example, load_examples
 from .score_log import ScoreLog
 
@@ -75,15 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RM-Bench JSON / JSONL files (or a Hugging Face dataset name, with `datasets`)")
     parser.add_argument("--out", default="rmbench_results.json",
                         help="results JSON (default rmbench_results.json); scores go to <stem>.scores.jsonl")
-    parser.add_argument("--alpha", type=float, default=1.0, help="temperature (default 1.0)")
-    parser.add_argument("--gamma", type=float, default=0.95, help="discount (default 0.95)")
-    parser.add_argument("--beta", type=float, default=0.0, help="floor of the discount weights (default 0.0)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="model dtype (default: the checkpoint's)")
-    parser.add_argument("--device", default=None,
-                        help="default: cuda when available (under torchrun: cuda:LOCAL_RANK), else cpu")
-    parser.add_argument("--batch-size", type=int, default=None, help="most responses per batch")
-    parser.add_argument("--max-tokens", type=int, default=None, help="most padded tokens per batch (default 8192)")
+    add_reward_options(parser)
     parser.add_argument("--chat-template", action="store_true", help="format prompts with the chat template")
     parser.add_argument("--score-overlong", action="store_true",
                         help="score sequences longer than max_position_embeddings (default: -inf, as the original)")

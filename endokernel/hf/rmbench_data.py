@@ -4,12 +4,12 @@ detailed plain, detailed markdown), ``domain`` (str; default: the file name, les
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .accuracy import STYLES
+from .records import read_records
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def load_examples(sources: Sequence[str]) -> list[Example]:
 def _read(source: str) -> tuple[Iterable[object], str]:
     path = pathlib.Path(source)
     if path.is_file():
-        return _read_file(path), path.stem.removesuffix("_filtered")
+        return read_records(path), path.stem.removesuffix("_filtered")
     if path.exists():
         raise ValueError(f"{source}: not a file")
     if path.suffix in (".json", ".jsonl"):
@@ -52,26 +52,6 @@ def _read(source: str) -> tuple[Iterable[object], str]:
         raise ValueError(f"{source}: no such file; to read it as a Hugging Face dataset name, "
                          "install the datasets package") from None
     return datasets.load_dataset(source, split="train"), source
-
-
-def _read_file(path: pathlib.Path) -> list[object]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from None
-        return records
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); JSON Lines files must end in .jsonl") from None
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: must hold a JSON list of examples, got {type(records).__name__}")
-    return records
 
 
 def _check(record: object, index: int, source: str, default_domain: str) -> Example:

@@ -6,8 +6,9 @@ chosen_out (N,), lse_out (N,), entropy_out (N,) or None)`` writes, for each posi
 ``targets[n] < 0``), ``lse_out[n] = T * logsumexp(z / T)`` and, when asked, the entropy of ``softmax(z / T)``.
 
 Backward ``backward(hidden, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse,
-grad_entropy, needs)`` returns ``(grad_h (N, D), grad_weight (V, D), grad_bias (V,))`` in the accumulation
-dtype (float32, or float64 for float64 inputs), ``None`` where ``needs`` (hidden, weight, bias) is False.
+grad_entropy, needs)`` returns ``(grad_h (N, D), grad_weight (V, D), grad_bias (V,))``, ``grad_h`` in the
+accumulation dtype (float32, or float64 for float64 inputs), the other two in it or already in the weight's and
+bias's dtypes (accumulated in it, rounded once), ``None`` where ``needs`` (hidden, weight, bias) is False.
 ``grad_h`` row ``n`` belongs to ``hidden[rows[n]]``.
 """
 

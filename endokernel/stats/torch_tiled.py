@@ -153,8 +153,10 @@ def backward(
 
     h_all = hidden[rows].to(mm_dtype)
     grad_h = torch.zeros(num_positions, dim, dtype=acc_dtype, device=hidden.device) if needs[0] else None
-    grad_w = torch.empty(vocab, dim, dtype=acc_dtype, device=hidden.device) if needs[1] else None
-    grad_b = torch.empty(vocab, dtype=acc_dtype, device=hidden.device) if needs[2] else None
+    # each head tile's gradient is complete once its token loop ends: rounded to the head's dtype there, no
+    # (V, D) accumulator in fp32 next to the returned gradient
+    grad_w = torch.empty(vocab, dim, dtype=weight.dtype, device=hidden.device) if needs[1] else None
+    grad_b = torch.empty(vocab, dtype=transform.bias.dtype, device=hidden.device) if needs[2] else None
     per_position = (lse.to(acc_dtype), None if entropy is None else entropy.to(acc_dtype), grad_chosen.to(acc_dtype),
                     grad_lse.to(acc_dtype), None if grad_entropy is None else grad_entropy.to(acc_dtype))
 
