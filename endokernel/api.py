@@ -115,9 +115,9 @@ def fused_endogenous_reward(
         logit_scale: optional multiplier applied after the bias.
         softcap: optional Gemma-2 style cap ``softcap * tanh(z / softcap)``, applied last.
         return_per_token: also return the per-token rewards.
-        backend: 'auto' (triton on CUDA; on CPU cpp where built, else torch), 'torch' (logits-free tiles), 'triton' (fused kernel;
-            on CPU tensors it runs under Triton's interpreter), 'cpp' (compiled CPU tiles, where
-            ``endokernel.cpp_available()``) or 'reference' (materializes the logits).
+        backend: 'auto' (triton on CUDA; on CPU cpp where built, else torch), 'torch' (logits-free tiles),
+            'triton' (fused kernel; on CPU tensors it runs under Triton's interpreter), 'cpp' (compiled CPU
+            tiles, where ``endokernel.cpp_available()``) or 'reference' (materializes the logits).
         tp_group: vocab-parallel LM head: ``lm_head`` (and ``bias``) is this rank's block of consecutive
             vocabulary rows, blocks in rank order, sizes free; ``ids`` are global. A DTensor ``lm_head``
             sharded ``Shard(0)`` on a 1-D mesh uses its mesh's group without this argument.

@@ -47,6 +47,6 @@ def chosen_and_lse(
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
     # detached: the kernel's worker threads do not inherit the op's autograd exclusion, and ATen's out=
     # matmuls refuse inputs that require grad
-    extension().chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
-                               transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype, token_block,
+    extension().chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre,
+                               post, transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype, token_block,
                                tile_tokens, tile_vocab)
