@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Union
 import torch
 
 from ._validate import check_gamma_beta, positive_float
+from .finalize import discount_weights
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -110,11 +111,9 @@ class EndogenousRewardFunction:
         reward_model = self.reward_model
         rows = encode_pairs(reward_model, prompts, completions, chat_template=self.chat_template,
                             chat_template_kwargs=self.chat_template_kwargs)
-        limit = reward_model.max_positions
         for i, (ids, _) in enumerate(rows):
-            if limit is not None and len(ids) > limit:
-                raise ValueError(f"prompts[{i}] + completions[{i}] is {len(ids)} tokens, more than the model's "
-                                 f"{limit} positions (max_position_embeddings)")
+            if reason := reward_model.overlong(len(ids)):
+                raise ValueError(f"prompts[{i}] + completions[{i}] is {reason}")
         rewards, per_token = reward_model.score_encoded(
             rows, gamma=self.gamma, beta=self.beta, batch_size=self.batch_size, max_tokens=self.max_tokens,
             return_per_token=True, progress=False)
@@ -141,8 +140,7 @@ def _weighted_mean(reward: torch.Tensor, tokens: int, gamma: float, beta: float)
     """R / sum_k max(gamma**k, beta) over ``tokens`` response tokens; 0.0 for an empty response."""
     if tokens == 0:
         return reward
-    weights = torch.maximum(gamma ** torch.arange(tokens, dtype=torch.float64), torch.tensor(beta, dtype=torch.float64))
-    return reward / weights.sum().to(reward.dtype)
+    return reward / discount_weights(tokens, gamma, beta, reward.device).sum().to(reward.dtype)
 
 
 def _clip_range(clip: object) -> tuple[float, float] | None:

@@ -139,6 +139,12 @@ class EndogenousRewardModel:
             per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 
+    def overlong(self, length: int) -> str | None:
+        """Why a sequence of ``length`` tokens does not fit the model's positions, or None where it does."""
+        if self.max_positions is None or length <= self.max_positions:
+            return None
+        return f"{length} tokens, more than the model's {self.max_positions} positions (max_position_embeddings)"
+
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
         """Each pair's token ids (prompt with special tokens, then response without) and response start."""
         prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
@@ -170,7 +176,7 @@ class EndogenousRewardModel:
         for i, (ids, start) in enumerate(rows):
             if len(ids) == start:
                 continue  # empty response: 0.0, as in the original script
-            if not self.score_overlong and self.max_positions is not None and len(ids) > self.max_positions:
+            if not self.score_overlong and self.overlong(len(ids)):
                 rewards[i] = float("-inf")
                 per_token[i].fill_(float("nan"))
                 continue

@@ -66,9 +66,8 @@ def score_records(model: EndogenousRewardModel, rows: list[tuple[list[int], int]
     for i, row in enumerate(rows):
         if isinstance(row, str):
             results[i] = {"reward": None, "error": row}
-        elif model.max_positions is not None and len(row[0]) > model.max_positions:
-            results[i] = {"reward": None, "error": f"{len(row[0])} tokens, more than the model's "
-                                                   f"{model.max_positions} positions (max_position_embeddings)"}
+        elif reason := model.overlong(len(row[0])):
+            results[i] = {"reward": None, "error": reason}
         else:
             todo.append(i)
     rewards, tokens = model.score_encoded([rows[i] for i in todo], gamma=gamma, beta=beta, batch_size=batch_size,
