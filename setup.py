@@ -10,7 +10,7 @@ import warnings
 
 from setuptools import setup
 
-SOURCES = ["csrc/bindings.cpp", "csrc/chosen_and_lse.cpp"]
+SOURCES = ["csrc/bindings.cpp", "csrc/chosen_and_lse.cpp", "csrc/backward.cpp"]
 FALLBACK = "endokernel: building without the C++ CPU kernels ({}); the pure-torch path is used instead"
 
 

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "checks.h"
 #include "epilogue.h"
 
 namespace endokernel {
@@ -82,13 +83,6 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
       if (entropy != nullptr) entropy[i] = log_sum - s.dev / s.sum;
     }
   }
-}
-
-void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t size) {
-  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == size && t.is_contiguous(), name, " must be contiguous of shape (", size,
-              ")");
 }
 
 }  // namespace

@@ -6,9 +6,10 @@ import torch
 
 import endokernel._alloc
 from cases import fresh_seed, make_case, relative_error
-from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
+from endokernel import cpp_available, fused_endogenous_reward, fused_token_logprobs, token_statistics
 
-BACKENDS = ["torch", "triton"]
+CPU_TILED = ["torch"] + (["cpp"] if cpp_available() else [])  # the logits-free backends with a float64 path
+BACKENDS = CPU_TILED + ["triton"]
 
 
 @pytest.fixture(autouse=True)
@@ -96,9 +97,9 @@ def test_gradcheck_reference_float64():
     assert torch.autograd.gradcheck(logprobs, inputs)
 
 
-def test_gradcheck_float64_torch_backend():
-    """The tiled backward against finite differences (the Triton kernels compute in fp32 only)."""
-    backend = "torch"
+@pytest.mark.parametrize("backend", CPU_TILED)
+def test_gradcheck_float64_tiled_backends(backend):
+    """The tiled backwards against finite differences (the Triton kernels compute in fp32 only)."""
     case = make_case(batch=1, seq_len=5, vocab=11, dim=4, softcap=2.0, bias=True).cast(torch.float64)
     ids, targets = case.ids, torch.roll(case.ids, -1, dims=1)
 

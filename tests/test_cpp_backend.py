@@ -1,5 +1,6 @@
 """The C++ CPU backend against the float64 reference: every parity case, poisoned outputs, small tiles,
-bitwise reproducibility for 1 and 2 threads, bad input, gradients and the logits-free memory bound."""
+bitwise reproducibility for 1 and 2 threads, bad input, gradients (the C++ backward called directly with
+small blocks, and through autograd) and the logits-free memory bound."""
 
 import sys
 
@@ -117,8 +118,8 @@ def test_bad_input_raises_as_on_other_backends(over, error, message):
 
 
 def test_gradients_match_reference():
-    """The backward is torch_tiled's; the saved logsumexp comes from the C++ forward, whose inputs require grad
-    (300 positions: several token tiles, so worker threads run matmuls too)."""
+    """Through autograd: the C++ forward saves the logsumexp, the C++ backward uses it (300 positions: several
+    token tiles, so worker threads run matmuls)."""
     case = make_case(batch=2, seq_len=150, vocab=531, dim=40, bias=True)
     grads = []
     for backend, dtype in (("cpp", torch.float32), ("reference", torch.float64)):
@@ -129,8 +130,99 @@ def test_gradients_match_reference():
         assert relative_error(a, b) <= 1e-4, f"seed {case.seed}"
 
 
+def backward_inputs(case, rows, targets, transform, with_entropy):
+    """(hidden, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse, grad_entropy) with the
+    float64 reference's statistics and fresh random upstream gradients."""
+    hidden = case.hidden.reshape(-1, case.hidden.shape[-1])
+    n = rows.numel()
+    stats = [torch.empty(n, dtype=torch.float64) for _ in range(3)]
+    reference.chosen_and_lse(hidden.double(), case.weight.double(), rows, targets, transform, *stats)
+    g = torch.Generator().manual_seed(case.seed)
+    upstream = [torch.randn(n, generator=g, dtype=torch.float64) for _ in range(3)]
+    entropy, grad_entropy = (stats[2], upstream[2]) if with_entropy else (None, None)
+    return hidden, case.weight, rows, targets, transform, stats[1], entropy, upstream[0], upstream[1], grad_entropy
+
+
+def float64_gradients(args, matmul_dtype=None):
+    """The float64 reference's gradients, from hidden and head rounded to ``matmul_dtype`` as the kernel's
+    matmuls see them (what remains is the kernel's own rounding)."""
+    hidden, weight, *rest = args
+    if matmul_dtype is not None:
+        hidden, weight = hidden.to(matmul_dtype), weight.to(matmul_dtype)
+    transform = rest[2]
+    rest[2] = LogitTransform(transform.temperature, transform.bias.double(), transform.logit_scale, transform.softcap)
+    return reference.backward(hidden.double(), weight.double(), *rest, (True, True, True))
+
+
+@pytest.mark.parametrize("with_entropy", [False, True], ids=["lse", "entropy"])
+@pytest.mark.parametrize("softcap,matmul_dtype", [(None, None), (4.0, None), (4.0, torch.bfloat16)],
+                         ids=["fastest", "softcap", "softcap-bf16-matmul"])
+def test_backward_small_blocks_match_reference(softcap, matmul_dtype, with_entropy):
+    """Blocks and tiles far smaller than the sizes, none dividing them (vocab chunks, token blocks, tile tails),
+    a subset of rows out of order, positions without a target; outputs poisoned with NaN. bf16 matmuls round
+    each logits tile to bf16 (as ATen's CPU bf16 matmul returns it), an error that grows with the logits: that
+    path is checked with softcapped logits, against a reference that sees the same bf16 inputs."""
+    case = make_case(batch=3, seq_len=13, vocab=1031, dim=37, bias=True)
+    rows = torch.randperm(3 * 13)[:31]
+    targets = case.ids.reshape(-1)[rows]
+    targets[:4] = -1
+    transform = LogitTransform(temperature=0.7, bias=case.kwargs["bias"], logit_scale=0.9, softcap=softcap)
+    args = backward_inputs(case, rows, targets, transform, with_entropy)
+    got = cpp_backend.backward(*args[:5], *(None if t is None else t.float() for t in args[5:]), (True, True, True),
+                               token_block=11, vocab_block=300, tile_rows=4, tile_vocab=37,
+                               matmul_dtype=matmul_dtype)
+    tol = 1e-5 if matmul_dtype is None else 1e-2
+    for name, a, b in zip(("hidden", "weight", "bias"), got, float64_gradients(args, matmul_dtype)):
+        assert a.dtype == torch.float32
+        assert relative_error(a, b) <= tol, f"seed {case.seed}: d{name}"
+
+
+def test_backward_keeps_the_head_dtype_and_skips_unneeded_gradients():
+    case = make_case(batch=2, seq_len=9, vocab=531, dim=24, bias=True, dtype=torch.bfloat16)
+    rows = torch.arange(18)
+    transform = LogitTransform(bias=case.kwargs["bias"])
+    args = backward_inputs(case, rows, case.ids.reshape(-1), transform, False)
+    expected = float64_gradients(args)
+    for needs in ((True, False, False), (False, True, True)):
+        got = cpp_backend.backward(*args[:5], *(None if t is None else t.float() for t in args[5:]), needs,
+                                   vocab_block=200)
+        for need, a, b, dtype in zip(needs, got, expected, (torch.float32, torch.bfloat16, transform.bias.dtype)):
+            if not need:
+                assert a is None
+                continue
+            assert a.dtype == dtype and relative_error(a, b) <= 2e-2, f"seed {case.seed}"
+
+
+def test_backward_of_no_positions_is_zero():
+    case = make_case(batch=1, seq_len=4, vocab=97, dim=16, bias=True)
+    empty = torch.empty(0)
+    grads = cpp_backend.backward(case.hidden[0], case.weight, torch.empty(0, dtype=torch.long),
+                                 torch.empty(0, dtype=torch.long), LogitTransform(bias=case.kwargs["bias"]), empty,
+                                 None, empty, empty, None, (True, True, True))
+    assert grads[0].shape == (0, 16)
+    assert torch.equal(grads[1], torch.zeros(97, 16)) and torch.equal(grads[2], torch.zeros(97))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backward_one_and_two_threads_agree_bitwise(dtype):
+    """Several token blocks and vocab chunks, each split into tiles over the threads."""
+    case = make_case(batch=2, seq_len=300, vocab=4099, dim=64, bias=True, softcap=6.0, dtype=dtype)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            h, w, b = (t.detach().requires_grad_() for t in (case.hidden, case.weight, case.kwargs["bias"]))
+            stats = token_statistics(h, w, case.ids, bias=b, softcap=6.0, backend="cpp")
+            results.append(torch.autograd.grad((stats.lse - stats.chosen_logit).sum(), (h, w, b)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def cpp_forward_job(tokens: int, dim: int, vocab: int) -> int:
-    """Peak extra bytes of one backend='cpp' forward in this (fresh) process."""
+    """Peak extra bytes of one backend='cpp' forward in this (fresh) process (the backward's: test_memory)."""
     from endokernel import fused_endogenous_reward
     from endokernel._memory import measure
     from endokernel.demo import random_inputs

@@ -1,10 +1,12 @@
-"""The torch path scores inputs whose logits would take > 2 GB with a small memory peak (fresh processes)."""
+"""The logits-free paths score (and differentiate) inputs whose logits would take > 2 GB with a small memory
+peak (fresh processes)."""
 
 import sys
 
 import pytest
 import torch
 
+from endokernel import cpp_available
 from endokernel._memory import in_fresh_process
 from endokernel.demo import run_job
 
@@ -29,7 +31,7 @@ def test_measurement_sees_materialized_logits():
     assert result.extra_bytes > scored_logits_bytes, f"peak extra {result.extra_bytes / MiB:.0f} MiB"
 
 
-def forward_backward_job(tokens: int, dim: int, vocab: int) -> int:
+def forward_backward_job(tokens: int, dim: int, vocab: int, backend: str) -> int:
     """Peak extra bytes of one forward + backward (gradients for hidden and the LM head) in this process."""
     from endokernel import fused_endogenous_reward
     from endokernel._memory import measure
@@ -41,20 +43,21 @@ def forward_backward_job(tokens: int, dim: int, vocab: int) -> int:
     grads = (torch.zeros_like(hidden), torch.zeros_like(weight))  # the gradients themselves are not "extra"
 
     def step():
-        reward = fused_endogenous_reward(hidden, weight, ids, prompt_len=tokens // 4)
+        reward = fused_endogenous_reward(hidden, weight, ids, prompt_len=tokens // 4, backend=backend)
         d_hidden, d_weight = torch.autograd.grad(reward, (hidden, weight))
         grads[0].copy_(d_hidden)
         grads[1].copy_(d_weight)
 
-    fused_endogenous_reward(hidden[:2], weight, ids[:2], prompt_len=1).backward()  # one-time costs first
+    fused_endogenous_reward(hidden[:2], weight, ids[:2], prompt_len=1, backend=backend).backward()  # one-time costs
     return measure(step, torch.device("cpu"))[2]
 
 
-def test_forward_backward_peak_memory_is_far_below_the_logits():
+@pytest.mark.parametrize("backend", ["torch"] + (["cpp"] if cpp_available() else []))
+def test_forward_backward_peak_memory_is_far_below_the_logits(backend):
     tokens, dim, vocab = 8192, 64, 65536
     logits_bytes = tokens * vocab * 4  # 2 GiB in float32
     gradient_bytes = (tokens + vocab) * dim * 4  # what autograd hands back, once more while it is copied
-    extra = in_fresh_process(forward_backward_job, tokens, dim, vocab)
+    extra = in_fresh_process(forward_backward_job, tokens, dim, vocab, backend)
     assert extra < gradient_bytes + logits_bytes / 32, f"peak extra {extra / MiB:.0f} MiB"
 
 

@@ -223,6 +223,9 @@ METHODS = {
         # the memory peak); the ratio to the one-matmul floor reads directly against "three matmuls' worth"
         Method("torch+bwd", "endokernel torch, fwd+bwd",
                lambda x: _forward_backward(_statistics_loss("torch", x), x), core=True, backward=True),
+        Method("cpp+bwd", "endokernel cpp, fwd+bwd",
+               lambda x: _forward_backward(_statistics_loss("cpp", x), x), unavailable=_cpp_built, core=True,
+               backward=True),
         Method("triton+bwd", "endokernel triton, fwd+bwd",
                lambda x: _forward_backward(_statistics_loss("triton", x), x), unavailable=_triton_available,
                core=True, backward=True),

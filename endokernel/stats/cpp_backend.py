@@ -7,7 +7,12 @@ are spread over threads, each position's vocabulary reduction runs in a fixed ti
 depend on the thread count. The chosen logit is read from the fp32 logits tile. Extra memory: a token
 super-block of hidden rows, one head tile and one logits tile per thread, plus O(N).
 
-Backward: ``torch_tiled.backward`` (its tiles are large matmuls, where Python overhead is already small).
+Backward (csrc/backward.cpp): vocabulary chunks, then token blocks; each (chunk x block) has its dL/dlogits
+recomputed into one buffer by token tiles (matmul, then the fused gradient epilogue on the L2-resident tile),
+each tile adding its dL/dhidden rows; then vocab tiles add their dL/dweight rows and bias sums. Every gradient
+row is owned by one work item and accumulates in a fixed order: no atomics, bitwise identical for any thread
+count. Extra memory: the gathered hidden rows, one chunk of the head and its fp32 gradient, one
+vocab_block x token_block dL/dlogits buffer and a tile per thread.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import torch
 
 from .._cpp import extension
 from ..transform import LogitTransform
-from .torch_tiled import _dtypes, _folded_scales, backward
+from .._alloc import new_empty
+from .torch_tiled import _dtypes, _folded_scales
 
 TOKEN_BLOCK = 2048  # hidden rows gathered and converted at once: the head is converted once per super-block
 TILE_TOKENS = 128
 TILE_VOCAB = 512  # a 128 x 512 fp32 logits tile is 256 KiB: it stays in L2 between the matmul and the epilogue
+BACKWARD_TOKEN_BLOCK = 1024
+BACKWARD_VOCAB_BLOCK = 2048  # with BACKWARD_TOKEN_BLOCK: an 8 MiB fp32 dL/dlogits buffer
 
 __all__ = ["backward", "chosen_and_lse"]
 
@@ -50,3 +58,42 @@ def chosen_and_lse(
     extension().chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre,
                                post, transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype, token_block,
                                tile_tokens, tile_vocab)
+
+
+def backward(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    rows: torch.Tensor,
+    targets: torch.Tensor,
+    transform: LogitTransform,
+    lse: torch.Tensor,
+    entropy: torch.Tensor | None,
+    grad_chosen: torch.Tensor,
+    grad_lse: torch.Tensor,
+    grad_entropy: torch.Tensor | None,
+    needs: tuple[bool, bool, bool],
+    *,
+    token_block: int = BACKWARD_TOKEN_BLOCK,
+    vocab_block: int = BACKWARD_VOCAB_BLOCK,
+    tile_rows: int = TILE_TOKENS,
+    tile_vocab: int = TILE_VOCAB,
+    matmul_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Same contract as every backend (see ``endokernel.stats``): grad_h in the accumulation dtype, the head's
+    and bias's gradients in their own dtypes."""
+    acc_dtype, mm_dtype = _dtypes(hidden, matmul_dtype)
+    pre, post = _folded_scales(transform, 1.0)
+    bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
+    device = hidden.device
+    grad_h = new_empty((rows.numel(), weight.shape[1]), dtype=acc_dtype, device=device) if needs[0] else None
+    grad_w = new_empty(tuple(weight.shape), dtype=weight.dtype, device=device) if needs[1] else None
+    grad_b = new_empty(weight.shape[0], dtype=transform.bias.dtype, device=device) if needs[2] else None
+
+    def per_position(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(acc_dtype).contiguous()
+
+    extension().backward(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
+                         transform.temperature, per_position(lse), per_position(entropy), per_position(grad_chosen),
+                         per_position(grad_lse), per_position(grad_entropy), grad_h, grad_w, grad_b, mm_dtype,
+                         token_block, vocab_block, tile_rows, tile_vocab)
+    return grad_h, grad_w, grad_b

@@ -1,0 +1,188 @@
+// The backward as one C++ loop (see endokernel/stats/cpp_backend.py for the contract).
+//
+// Loop order: vocabulary chunks, then token blocks; for each (chunk x block), dL/dlogits is recomputed into a
+// buffer by token tiles spread over threads (matmul, then the fused epilogue on each L2-resident tile), each
+// token tile then adds its dL/dhidden rows (one matmul against the chunk of the head); after a barrier, vocab
+// tiles spread over threads add their dL/dweight rows (one matmul against the block of hidden rows) and bias
+// sums. Every output row is owned by one work item whose sizes do not depend on the thread count, and meets
+// the chunks (for dL/dhidden) or blocks (for dL/dweight) in order: no atomics, results bitwise identical for
+// any number of threads. Four matmuls per logits element in all, as for any logits-free backward.
+#include "backward.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "checks.h"
+#include "logits_grad.h"
+
+namespace endokernel {
+namespace {
+
+// one thread's scratch: a logits tile, its matmul-dtype twin, and a product buffer where dtypes differ
+struct Scratch {
+  at::Tensor tile, mm_tile, product;
+};
+
+// out += a @ b, in place where the matmul runs in out's dtype
+void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& product) {
+  if (a.scalar_type() == out.scalar_type()) {
+    out.addmm_(a, b);
+  } else {
+    at::Tensor out_product = product.narrow(0, 0, out.numel()).view(out.sizes());
+    out.add_(at::mm_out(out_product, a, b));
+  }
+}
+
+template <typename acc_t>
+void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
+         const Scales<acc_t>& scales, double temperature, const at::Tensor& lse, const std::optional<at::Tensor>& entropy,
+         const at::Tensor& grad_chosen, const at::Tensor& grad_lse, const std::optional<at::Tensor>& grad_entropy,
+         const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
+         const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
+  const int64_t num_positions = rows.numel(), vocab = weight.size(0), dim = weight.size(1);
+  const bool with_entropy = entropy.has_value();
+  const int64_t token_block = std::min(blocks.token_block, num_positions);
+  const int64_t vocab_block = std::min(blocks.vocab_block, vocab);
+  const int64_t tile_rows = blocks.tile_rows, tile_vocab = std::min(blocks.tile_vocab, vocab_block);
+  const at::ScalarType acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
+  const auto acc_options = hidden.options().dtype(acc_dtype);
+  const auto mm_options = hidden.options().dtype(mm_dtype);
+  const bool convert = mm_dtype != acc_dtype;
+  const acc_t inv_temperature = acc_t(1) / static_cast<acc_t>(temperature);
+
+  const int64_t threads = at::get_num_threads();
+  std::vector<Scratch> scratch(threads);
+  for (Scratch& s : scratch) {
+    s.tile = at::empty({tile_rows * tile_vocab}, acc_options);
+    if (convert) {
+      s.mm_tile = at::empty({tile_rows * tile_vocab}, mm_options);
+      s.product = at::empty({tile_rows * dim}, mm_options);
+    }
+  }
+  const at::Tensor h_all = hidden.index_select(0, rows).to(mm_dtype).contiguous();
+  const at::Tensor grad_logits_buffer = at::empty({token_block * vocab_block}, mm_options);
+  const at::Tensor weight_acc = grad_weight ? at::empty({vocab_block, dim}, acc_options) : at::Tensor();
+  const at::Tensor bias_acc = grad_bias ? at::empty({vocab_block}, acc_options) : at::Tensor();
+  if (grad_hidden) grad_hidden->zero_();
+
+  const int64_t* target_ptr = targets.const_data_ptr<int64_t>();
+  const acc_t* lse_ptr = lse.const_data_ptr<acc_t>();
+  const acc_t* entropy_ptr = with_entropy ? entropy->const_data_ptr<acc_t>() : nullptr;
+  const acc_t* grad_chosen_ptr = grad_chosen.const_data_ptr<acc_t>();
+  const acc_t* grad_lse_ptr = grad_lse.const_data_ptr<acc_t>();
+  const acc_t* grad_entropy_ptr = with_entropy ? grad_entropy->const_data_ptr<acc_t>() : nullptr;
+  const auto position = [&](int64_t n) {
+    return PositionGrad<acc_t>{target_ptr[n], lse_ptr[n], with_entropy ? entropy_ptr[n] : acc_t(0),
+                               grad_chosen_ptr[n], grad_lse_ptr[n], with_entropy ? grad_entropy_ptr[n] : acc_t(0)};
+  };
+
+  for (int64_t v0 = 0; v0 < vocab; v0 += vocab_block) {
+    const int64_t width = std::min(vocab_block, vocab - v0);
+    const at::Tensor w = weight.narrow(0, v0, width).to(mm_dtype).contiguous();
+    if (grad_weight) weight_acc.zero_();
+    if (grad_bias) bias_acc.zero_();
+    for (int64_t p0 = 0; p0 < num_positions; p0 += token_block) {
+      const int64_t positions = std::min(token_block, num_positions - p0);
+      const at::Tensor h = h_all.narrow(0, p0, positions);
+      const at::Tensor grad_logits = grad_logits_buffer.narrow(0, 0, positions * width).view({positions, width});
+
+      const int64_t token_tiles = (positions + tile_rows - 1) / tile_rows;
+      at::parallel_for(0, token_tiles, 1, [&](int64_t begin, int64_t end) {
+        Scratch& s = scratch[at::get_thread_num()];
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t t0 = t * tile_rows, height = std::min(tile_rows, positions - t0);
+          const at::Tensor h_tile = h.narrow(0, t0, height);
+          for (int64_t j0 = 0; j0 < width; j0 += tile_vocab) {
+            const int64_t tile_width = std::min(tile_vocab, width - j0);
+            at::Tensor tile = s.tile.narrow(0, 0, height * tile_width).view({height, tile_width});
+            const at::Tensor w_t = w.narrow(0, j0, tile_width).t();
+            if (convert) {
+              at::Tensor mm_tile = s.mm_tile.narrow(0, 0, height * tile_width).view({height, tile_width});
+              tile.copy_(at::mm_out(mm_tile, h_tile, w_t));
+            } else {
+              at::mm_out(tile, h_tile, w_t);
+            }
+            acc_t* data = tile.data_ptr<acc_t>();
+            for (int64_t r = 0; r < height; ++r) {
+              logits_grad_row<acc_t>(data + r * tile_width, tile_width, v0 + j0, scales, inv_temperature,
+                                     with_entropy, position(p0 + t0 + r));
+            }
+            grad_logits.narrow(0, t0, height).narrow(1, j0, tile_width).copy_(tile);
+          }
+          if (grad_hidden) {
+            accumulate_product(grad_hidden->narrow(0, p0 + t0, height), grad_logits.narrow(0, t0, height), w,
+                               s.product);
+          }
+        }
+      });
+
+      if (!grad_weight && !grad_bias) continue;
+      const int64_t vocab_tiles = (width + tile_rows - 1) / tile_rows;
+      at::parallel_for(0, vocab_tiles, 1, [&](int64_t begin, int64_t end) {
+        Scratch& s = scratch[at::get_thread_num()];
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t j0 = t * tile_rows, height = std::min(tile_rows, width - j0);
+          const at::Tensor grad_logits_t = grad_logits.narrow(1, j0, height).t();
+          if (grad_weight) accumulate_product(weight_acc.narrow(0, j0, height), grad_logits_t, h, s.product);
+          if (grad_bias) bias_acc.narrow(0, j0, height).add_(grad_logits_t.sum(1, false, acc_dtype));
+        }
+      });
+    }
+    if (grad_weight) grad_weight->narrow(0, v0, width).copy_(weight_acc.narrow(0, 0, width));
+    if (grad_bias) grad_bias->narrow(0, v0, width).copy_(bias_acc.narrow(0, 0, width));
+  }
+}
+
+void check_output(const std::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape) {
+  if (!t) return;
+  TORCH_CHECK(t->device().is_cpu() && t->is_floating_point() && t->is_contiguous() && t->sizes() == shape, name,
+              " must be a contiguous float CPU tensor of shape ", shape);
+}
+
+}  // namespace
+
+void backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
+              const std::optional<at::Tensor>& bias, double pre, std::optional<double> post, double temperature,
+              const at::Tensor& lse, const std::optional<at::Tensor>& entropy, const at::Tensor& grad_chosen,
+              const at::Tensor& grad_lse, const std::optional<at::Tensor>& grad_entropy,
+              const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
+              const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
+  TORCH_CHECK(hidden.device().is_cpu() && weight.device().is_cpu(), "the cpp backend runs on CPU tensors");
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "hidden (M, D) and weight (V, D) must share D");
+  TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_vocab > 0,
+              "block sizes must be > 0");
+  TORCH_CHECK(entropy.has_value() == grad_entropy.has_value(), "entropy and grad_entropy come together");
+  const int64_t n = rows.numel(), vocab = weight.size(0);
+  const at::ScalarType acc = lse.scalar_type();
+  check_vector(rows, "rows", at::kLong, n);
+  check_vector(targets, "targets", at::kLong, n);
+  check_vector(lse, "lse", acc, n);
+  check_vector(grad_chosen, "grad_chosen", acc, n);
+  check_vector(grad_lse, "grad_lse", acc, n);
+  if (entropy) check_vector(*entropy, "entropy", acc, n);
+  if (grad_entropy) check_vector(*grad_entropy, "grad_entropy", acc, n);
+  if (bias) check_vector(*bias, "bias", acc, vocab);
+  check_output(grad_hidden, "grad_hidden", {n, weight.size(1)});
+  check_output(grad_weight, "grad_weight", weight.sizes());
+  check_output(grad_bias, "grad_bias", {vocab});
+  TORCH_CHECK(!grad_hidden || grad_hidden->scalar_type() == acc, "grad_hidden must be ", acc);
+  if (n == 0) {  // no position: zero gradients
+    for (const auto* out : {&grad_hidden, &grad_weight, &grad_bias}) {
+      if (*out) (*out)->zero_();
+    }
+    return;
+  }
+
+  AT_DISPATCH_FLOATING_TYPES(acc, "endokernel::backward", [&] {
+    const Scales<scalar_t> scales{static_cast<scalar_t>(pre), static_cast<scalar_t>(post.value_or(1.0)),
+                                  post.has_value(), bias ? bias->const_data_ptr<scalar_t>() : nullptr};
+    run<scalar_t>(hidden.contiguous(), weight.contiguous(), rows, targets, scales, temperature, lse, entropy,
+                  grad_chosen, grad_lse, grad_entropy, grad_hidden, grad_weight, grad_bias, mm_dtype, blocks);
+  });
+}
+
+}  // namespace endokernel

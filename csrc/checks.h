@@ -1,0 +1,17 @@
+// Argument checks shared by the kernels' entry points (the Python side validates user input first).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace endokernel {
+
+inline void check_vector(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t size) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == size && t.is_contiguous(), name, " must be contiguous of shape (", size,
+              ")");
+}
+
+}  // namespace endokernel
