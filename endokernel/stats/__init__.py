@@ -28,8 +28,8 @@ _MODULES = {"reference": "reference", "torch": "torch_tiled", "triton": "triton_
 
 def resolve_backend(backend: str, device: torch.device) -> str:
     """The concrete backend for ``backend`` on ``device``: 'auto' is triton on CUDA, on CPU cpp where it is built
-    (measured 1.1-1.2x faster than torch, at the matmul floor: bench/results/amd-epyc-2026-11-30-cpp.json),
-    torch elsewhere."""
+    (measured 1.1-1.2x faster than torch, at the matmul floor: bench/results/amd-epyc-2026-11-30-cpp.json; fwd+bwd
+    1.1x: amd-epyc-2026-11-30-cpp-fwd-bwd.json), torch elsewhere."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
