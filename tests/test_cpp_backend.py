@@ -93,21 +93,27 @@ def test_float64_inputs_match_reference():
     assert relative_error(rewards, ref_rewards) <= 1e-12 and relative_error(per_token, ref_per_token) <= 1e-12
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_one_and_two_threads_agree_bitwise(dtype):
-    """Many token tiles (N = 600 > 128) and a vocab tail: each position's reduction order is fixed."""
-    case = make_case(batch=2, seq_len=300, vocab=4099, dim=64, bias=True, softcap=6.0, dtype=dtype)
+def on_one_and_two_threads(fn):
+    """[fn() with torch.set_num_threads(1), fn() with 2]."""
     threads = torch.get_num_threads()
     try:
         results = []
         for n in (1, 2):
             torch.set_num_threads(n)
-            results.append(token_statistics(case.hidden, case.weight, case.ids, bias=case.kwargs["bias"],
-                                            softcap=6.0, backend="cpp"))
+            results.append(fn())
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(results[0].chosen_logit, results[1].chosen_logit)
-    assert torch.equal(results[0].lse, results[1].lse)
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_one_and_two_threads_agree_bitwise(dtype):
+    """Many token tiles (N = 600 > 128) and a vocab tail: each position's reduction order is fixed."""
+    case = make_case(batch=2, seq_len=300, vocab=4099, dim=64, bias=True, softcap=6.0, dtype=dtype)
+    one, two = on_one_and_two_threads(lambda: token_statistics(case.hidden, case.weight, case.ids,
+                                                               bias=case.kwargs["bias"], softcap=6.0, backend="cpp"))
+    assert torch.equal(one.chosen_logit, two.chosen_logit)
+    assert torch.equal(one.lse, two.lse)
 
 
 @pytest.mark.parametrize("over,error,message", [b for b in BAD if "backend" not in b[0]],
@@ -207,16 +213,13 @@ def test_backward_of_no_positions_is_zero():
 def test_backward_one_and_two_threads_agree_bitwise(dtype):
     """Several token blocks and vocab chunks, each split into tiles over the threads."""
     case = make_case(batch=2, seq_len=300, vocab=4099, dim=64, bias=True, softcap=6.0, dtype=dtype)
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            h, w, b = (t.detach().requires_grad_() for t in (case.hidden, case.weight, case.kwargs["bias"]))
-            stats = token_statistics(h, w, case.ids, bias=b, softcap=6.0, backend="cpp")
-            results.append(torch.autograd.grad((stats.lse - stats.chosen_logit).sum(), (h, w, b)))
-    finally:
-        torch.set_num_threads(threads)
+
+    def gradients():
+        h, w, b = (t.detach().requires_grad_() for t in (case.hidden, case.weight, case.kwargs["bias"]))
+        stats = token_statistics(h, w, case.ids, bias=b, softcap=6.0, backend="cpp")
+        return torch.autograd.grad((stats.lse - stats.chosen_logit).sum(), (h, w, b))
+
+    results = on_one_and_two_threads(gradients)
     for a, b in zip(*results):
         assert torch.equal(a, b)
 
