@@ -17,13 +17,15 @@
 
 #include "checks.h"
 #include "logits_grad.h"
+#include "tile.h"
 
 namespace endokernel {
 namespace {
 
-// one thread's scratch: a logits tile, its matmul-dtype twin, and a product buffer where dtypes differ
+// one thread's scratch: a logits tile, and a gradient-product buffer where the matmul dtype is narrower
 struct Scratch {
-  at::Tensor tile, mm_tile, product;
+  TileBuffer logits;
+  at::Tensor product;
 };
 
 // out += a @ b, in place where the matmul runs in out's dtype
@@ -38,7 +40,8 @@ void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Te
 
 template <typename acc_t>
 void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
-         const Scales<acc_t>& scales, double temperature, const at::Tensor& lse, const std::optional<at::Tensor>& entropy,
+         const Scales<acc_t>& scales, double temperature, const at::Tensor& lse,
+         const std::optional<at::Tensor>& entropy,
          const at::Tensor& grad_chosen, const at::Tensor& grad_lse, const std::optional<at::Tensor>& grad_entropy,
          const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
          const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
@@ -50,17 +53,12 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
   const at::ScalarType acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
   const auto acc_options = hidden.options().dtype(acc_dtype);
   const auto mm_options = hidden.options().dtype(mm_dtype);
-  const bool convert = mm_dtype != acc_dtype;
   const acc_t inv_temperature = acc_t(1) / static_cast<acc_t>(temperature);
 
-  const int64_t threads = at::get_num_threads();
-  std::vector<Scratch> scratch(threads);
-  for (Scratch& s : scratch) {
-    s.tile = at::empty({tile_rows * tile_vocab}, acc_options);
-    if (convert) {
-      s.mm_tile = at::empty({tile_rows * tile_vocab}, mm_options);
-      s.product = at::empty({tile_rows * dim}, mm_options);
-    }
+  std::vector<Scratch> scratch;  // one per thread
+  for (int64_t i = 0; i < at::get_num_threads(); ++i) {
+    scratch.push_back({TileBuffer(tile_rows * tile_vocab, acc_options, mm_options),
+                       mm_dtype != acc_dtype ? at::empty({tile_rows * dim}, mm_options) : at::Tensor()});
   }
   const at::Tensor h_all = hidden.index_select(0, rows).to(mm_dtype).contiguous();
   const at::Tensor grad_logits_buffer = at::empty({token_block * vocab_block}, mm_options);
@@ -97,14 +95,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
           const at::Tensor h_tile = h.narrow(0, t0, height);
           for (int64_t j0 = 0; j0 < width; j0 += tile_vocab) {
             const int64_t tile_width = std::min(tile_vocab, width - j0);
-            at::Tensor tile = s.tile.narrow(0, 0, height * tile_width).view({height, tile_width});
-            const at::Tensor w_t = w.narrow(0, j0, tile_width).t();
-            if (convert) {
-              at::Tensor mm_tile = s.mm_tile.narrow(0, 0, height * tile_width).view({height, tile_width});
-              tile.copy_(at::mm_out(mm_tile, h_tile, w_t));
-            } else {
-              at::mm_out(tile, h_tile, w_t);
-            }
+            const at::Tensor tile = s.logits.matmul(h_tile, w.narrow(0, j0, tile_width).t());
             acc_t* data = tile.data_ptr<acc_t>();
             for (int64_t r = 0; r < height; ++r) {
               logits_grad_row<acc_t>(data + r * tile_width, tile_width, v0 + j0, scales, inv_temperature,
@@ -150,9 +141,7 @@ void backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tens
               const at::Tensor& grad_lse, const std::optional<at::Tensor>& grad_entropy,
               const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
               const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
-  TORCH_CHECK(hidden.device().is_cpu() && weight.device().is_cpu(), "the cpp backend runs on CPU tensors");
-  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
-              "hidden (M, D) and weight (V, D) must share D");
+  check_matrices(hidden, weight);
   TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_vocab > 0,
               "block sizes must be > 0");
   TORCH_CHECK(entropy.has_value() == grad_entropy.has_value(), "entropy and grad_entropy come together");

@@ -14,4 +14,11 @@ inline void check_vector(const at::Tensor& t, const char* name, at::ScalarType d
               ")");
 }
 
+// hidden (M, D) and weight (V, D): CPU matrices sharing D
+inline void check_matrices(const at::Tensor& hidden, const at::Tensor& weight) {
+  TORCH_CHECK(hidden.device().is_cpu() && weight.device().is_cpu(), "the cpp backend runs on CPU tensors");
+  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
+              "hidden (M, D) and weight (V, D) must share D");
+}
+
 }  // namespace endokernel

@@ -15,6 +15,7 @@
 
 #include "checks.h"
 #include "epilogue.h"
+#include "tile.h"
 
 namespace endokernel {
 namespace {
@@ -29,16 +30,13 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
   const at::ScalarType acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
   const auto acc_options = hidden.options().dtype(acc_dtype);
   const auto mm_options = hidden.options().dtype(mm_dtype);
-  const bool convert_tile = mm_dtype != acc_dtype;  // e.g. bf16 matmul on CPUs with bf16 units, fp32 epilogue
 
-  // one logits tile per thread (and its matmul-dtype twin when the matmul runs in a narrower dtype)
-  const int64_t threads = at::get_num_threads();
-  std::vector<at::Tensor> tiles, mm_tiles;
-  for (int64_t i = 0; i < threads; ++i) {
-    tiles.push_back(at::empty({tile_tokens * tile_vocab}, acc_options));
-    if (convert_tile) mm_tiles.push_back(at::empty({tile_tokens * tile_vocab}, mm_options));
+  std::vector<TileBuffer> tiles;  // one per thread
+  for (int64_t i = 0; i < at::get_num_threads(); ++i) {
+    tiles.emplace_back(tile_tokens * tile_vocab, acc_options, mm_options);
   }
-  at::Tensor weight_tile = weight.scalar_type() == mm_dtype ? at::Tensor() : at::empty({tile_vocab, weight.size(1)}, mm_options);
+  at::Tensor weight_tile =
+      weight.scalar_type() == mm_dtype ? at::Tensor() : at::empty({tile_vocab, weight.size(1)}, mm_options);
   std::vector<Running<acc_t>> states;
   const int64_t* target_ptr = targets.const_data_ptr<int64_t>();
 
@@ -56,14 +54,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
         const int64_t tid = at::get_thread_num();
         for (int64_t t = begin; t < end; ++t) {
           const int64_t t0 = t * tile_tokens, height = std::min(tile_tokens, positions - t0);
-          at::Tensor tile = tiles[tid].narrow(0, 0, height * width).view({height, width});
-          if (convert_tile) {
-            at::Tensor mm_tile = mm_tiles[tid].narrow(0, 0, height * width).view({height, width});
-            tile.copy_(at::mm_out(mm_tile, h.narrow(0, t0, height), w_t));
-          } else {
-            at::mm_out(tile, h.narrow(0, t0, height), w_t);
-          }
-          acc_t* data = tile.data_ptr<acc_t>();
+          acc_t* data = tiles[tid].matmul(h.narrow(0, t0, height), w_t).data_ptr<acc_t>();
           for (int64_t r = 0; r < height; ++r) {
             fold_row<acc_t>(data + r * width, width, v0, target_ptr[p0 + t0 + r], scales, with_entropy,
                             states[t0 + r]);
@@ -92,9 +83,7 @@ void chosen_and_lse(const at::Tensor& hidden, const at::Tensor& weight, const at
                     std::optional<double> post, double temperature, const at::Tensor& chosen_out,
                     const at::Tensor& lse_out, const std::optional<at::Tensor>& entropy_out, at::ScalarType mm_dtype,
                     const Blocks& blocks) {
-  TORCH_CHECK(hidden.device().is_cpu() && weight.device().is_cpu(), "the cpp backend runs on CPU tensors");
-  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
-              "hidden (M, D) and weight (V, D) must share D");
+  check_matrices(hidden, weight);
   TORCH_CHECK(blocks.token_block > 0 && blocks.tile_tokens > 0 && blocks.tile_vocab > 0, "block sizes must be > 0");
   const int64_t n = rows.numel();
   const at::ScalarType acc = chosen_out.scalar_type();

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from .._alloc import new_empty
 from .._cpp import extension
 from ..transform import LogitTransform
-from .._alloc import new_empty
 from .torch_tiled import _dtypes, _folded_scales
 
 TOKEN_BLOCK = 2048  # hidden rows gathered and converted at once: the head is converted once per super-block
