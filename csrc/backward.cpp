@@ -29,12 +29,13 @@ struct Scratch {
 };
 
 // out += a @ b, in place where the matmul runs in out's dtype
-void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& product) {
+void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& scratch) {
   if (a.scalar_type() == out.scalar_type()) {
-    out.addmm_(a, b);
+    product(out, a, b, true);
   } else {
-    at::Tensor out_product = product.narrow(0, 0, out.numel()).view(out.sizes());
-    out.add_(at::mm_out(out_product, a, b));
+    at::Tensor out_product = scratch.narrow(0, 0, out.numel()).view(out.sizes());
+    product(out_product, a, b, false);
+    out.add_(out_product);
   }
 }
 
