@@ -1,4 +1,4 @@
-"""Builds the optional C++ CPU kernels (``endokernel._C``, sources in csrc/) against the installed torch.
+"""Builds the optional C++ CPU kernels (``endokernel.backends.cpp._C``, sources in csrc/) against the installed torch.
 
 The extension builds only where torch is importable at build time (``pip install --no-build-isolation``) and a
 C++ compiler works; anywhere else the build warns once and the package installs without it, running on the
@@ -43,7 +43,7 @@ def _extension_kwargs() -> dict:
                 warnings.warn(FALLBACK.format(f"{type(error).__name__}: {error}"))
 
     vector = ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"] if _has_avx2() else []
-    extension = CppExtension("endokernel._C", SOURCES, extra_compile_args=["-O3", "-fopenmp", *vector],
+    extension = CppExtension("endokernel.backends.cpp._C", SOURCES, extra_compile_args=["-O3", "-fopenmp", *vector],
                              extra_link_args=["-fopenmp"])
     return {"ext_modules": [extension], "cmdclass": {"build_ext": OptionalBuildExt}}
 

@@ -1,4 +1,4 @@
-// The backward as one C++ loop (see endokernel/stats/cpp_backend.py for the contract).
+// The backward as one C++ loop (see endokernel/backends/cpp/backend.py for the contract).
 //
 // Loop order: vocabulary chunks, then token blocks; for each (chunk x block), dL/dlogits is recomputed into a
 // buffer by token tiles spread over threads (matmul, then the fused epilogue on each L2-resident tile), each

@@ -1,4 +1,4 @@
-// The Python module endokernel._C: the CPU kernels, called by endokernel/stats/cpp_backend.py.
+// The Python module endokernel.backends.cpp._C: the CPU kernels, called by endokernel/backends/cpp/backend.py.
 #include <torch/extension.h>
 
 #include "backward.h"

@@ -1,4 +1,4 @@
-// The forward statistics as one C++ tile loop (see endokernel/stats/cpp_backend.py for the contract).
+// The forward statistics as one C++ tile loop (see endokernel/backends/cpp/backend.py for the contract).
 //
 // Loop order: token super-blocks (gathered and converted to the matmul dtype once), then vocabulary tiles
 // (converted once per super-block), then small token tiles spread over threads. Each (token tile x vocab

@@ -13,7 +13,7 @@
 namespace endokernel {
 
 // How raw logits a = (W h)[j] become scaled ones s = z / T: s = (a + bias[j]) * pre, then with a softcap
-// s = tanh(s) * post (pre and post fold logit_scale, softcap and 1 / T, see torch_tiled._folded_scales).
+// s = tanh(s) * post (pre and post fold logit_scale, softcap and 1 / T, see LogitTransform.folded_scales).
 template <typename acc_t>
 struct Scales {
   acc_t pre;

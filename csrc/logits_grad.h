@@ -1,5 +1,5 @@
 // The backward's fused epilogue: one recomputed logits tile row turned into dL/d(W h + b) in one vectorized
-// pass (the C++ twin of endokernel/stats/logits_grad.py).
+// pass (the C++ twin of endokernel/backends/logits_grad.py).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>

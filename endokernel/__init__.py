@@ -1,9 +1,16 @@
 """endokernel: the endogenous reward of a language model, computed by fused kernels that never build logits."""
 
-from ._cpp import cpp_available
 from .api import TokenStatistics, fused_endogenous_reward, fused_token_logprobs, token_statistics
+from .backends.cpp.loader import cpp_available
 
-__all__ = ["TokenStatistics", "cpp_available", "fused_endogenous_reward", "fused_token_logprobs", "token_statistics"]
+__all__ = [
+    "EndogenousRewardModel",
+    "TokenStatistics",
+    "cpp_available",
+    "fused_endogenous_reward",
+    "fused_token_logprobs",
+    "token_statistics",
+]
 __version__ = "0.1.0"
 
 

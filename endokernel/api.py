@@ -1,17 +1,18 @@
 """Public functions: validate what can be checked without looking at the data (shapes, dtypes, devices,
 scalars), pick a backend, and call the custom op that does the rest (see ``ops.py``). Everything here is
 traceable by ``torch.compile``; checks that need the data (ids in range, prompt lengths) run inside the ops.
-With a process group (``tp_group``, ``cp_group``) or a DTensor LM head, the call goes to
-``distributed/api.py`` instead, which composes the same op across ranks (eager only)."""
+With a process group (``tp_group``, ``cp_group``) or a DTensor LM head, the call goes to the function of the
+same name in ``distributed/api.py`` instead, which composes the same op across ranks (eager only)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import ops
-from ._validate import (
+from ._core.types import TokenStatistics
+from ._core.validate import (
     check_gamma_beta,
     check_integer_tensor,
     check_same_device,
@@ -27,12 +28,7 @@ from .distributed.groups import is_sharded
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-
-class TokenStatistics(NamedTuple):
-    """Per-position statistics, float32 (float64 for float64 inputs), shaped like the targets."""
-
-    chosen_logit: torch.Tensor  # z[target] after bias / scale / softcap (0 where target < 0)
-    lse: torch.Tensor  # alpha * logsumexp(z / alpha)
+__all__ = ["TokenStatistics", "fused_endogenous_reward", "fused_token_logprobs", "token_statistics"]
 
 
 def token_statistics(
@@ -133,7 +129,7 @@ def fused_endogenous_reward(
     if tp_group is not None or cp_group is not None or is_sharded(lm_head):
         from .distributed import api as distributed
 
-        return distributed.endogenous_reward(
+        return distributed.fused_endogenous_reward(
             hidden, lm_head, ids, prompt_len=prompt_len, attention_mask=attention_mask, alpha=alpha, gamma=gamma,
             beta=beta, vocab_size=vocab_size, bias=bias, logit_scale=logit_scale, softcap=softcap,
             return_per_token=return_per_token, backend=backend, tp_group=tp_group, cp_group=cp_group)
@@ -177,7 +173,7 @@ def fused_token_logprobs(
     if tp_group is not None or is_sharded(lm_head):
         from .distributed import api as distributed
 
-        return distributed.token_logprobs(
+        return distributed.fused_token_logprobs(
             hidden, lm_head, ids, attention_mask=attention_mask, temperature=temperature, bias=bias,
             logit_scale=logit_scale, softcap=softcap, return_entropy=return_entropy, backend=backend,
             tp_group=tp_group)

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ._memory import in_fresh_process, measure
+from ._core.memory import in_fresh_process, measure
 from .api import fused_endogenous_reward
-from .cpu import cpu_model
+from .backends.cpu_features import cpu_model, has_native_bf16
+from .bench.inputs import random_inputs
 
 METHODS = {"endokernel": "auto", "naive": "reference"}  # method -> backend
 
@@ -23,19 +24,6 @@ class JobResult:
     seconds: float
     extra_bytes: int
     reward: float
-
-
-def random_inputs(tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
-    """hidden (tokens, dim), lm_head (vocab, dim) and ids (tokens,), filled in chunks so that building them
-    leaves no transient memory peak. Logits come out with a standard deviation of about 3."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    hidden = torch.empty(tokens, dim, dtype=dtype, device=device)
-    weight = torch.empty(vocab, dim, dtype=dtype, device=device)
-    for part in (*hidden.split(4096), *weight.split(4096)):
-        part.copy_(torch.randn(part.shape, generator=g, device=device))
-    weight.mul_(3.0 / dim**0.5)
-    ids = torch.randint(0, vocab, (tokens,), generator=g, device=device)
-    return hidden, weight, ids
 
 
 def run_job(method: str, tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: str, seed: int = 0) -> JobResult:
@@ -54,8 +42,6 @@ def run_job(method: str, tokens: int, dim: int, vocab: int, dtype: torch.dtype, 
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    from .cpu import has_native_bf16
-
     return torch.bfloat16 if device.type == "cuda" or has_native_bf16() else torch.float32
 
 

@@ -13,16 +13,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import stats
-from ._alloc import new_empty
-from ._validate import check_token_range
-from .finalize import discount_weights, finalize, finalize_logprobs, scatter
-from .layout import logprob_layout, reward_layout
-from .transform import LogitTransform
-
-
-def _out_dtype(hidden: Tensor) -> torch.dtype:
-    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+from . import backends
+from ._core.alloc import new_empty
+from ._core.finalize import discount_weights, finalize, finalize_logprobs, scatter
+from ._core.layout import logprob_layout, reward_layout
+from ._core.transform import LogitTransform
+from ._core.types import accumulation_dtype
+from ._core.validate import check_token_range
 
 
 def _transform(temperature: float, bias: Optional[Tensor], logit_scale: Optional[float], softcap: Optional[float]):
@@ -33,11 +30,11 @@ def _forward_stats(backend: str, hidden2d: Tensor, weight: Tensor, rows: Tensor,
                    transform: LogitTransform, with_entropy: bool) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """Packed (chosen, lse, entropy or None), each (N,), for ``rows`` of ``hidden2d`` (M, D)."""
     n = rows.numel()
-    dtype = _out_dtype(hidden2d)
+    dtype = accumulation_dtype(hidden2d.dtype)
     chosen = new_empty(n, dtype=dtype, device=hidden2d.device)
     lse = new_empty(n, dtype=dtype, device=hidden2d.device)
     entropy = new_empty(n, dtype=dtype, device=hidden2d.device) if with_entropy else None
-    stats.module(backend).chosen_and_lse(hidden2d, weight, rows, targets, transform, chosen, lse, entropy)
+    backends.get(backend).chosen_and_lse(hidden2d, weight, rows, targets, transform, chosen, lse, entropy)
     return chosen, lse, entropy
 
 
@@ -58,7 +55,7 @@ def _backward_stats(backend: str, hidden: Tensor, weight: Tensor, bias: Optional
         if grad_entropy is not None:
             entropy, grad_entropy = entropy[keep], grad_entropy[keep]
     needs = (needs[0], needs[1], needs[2] and bias is not None)
-    grad_h, grad_w, grad_b = stats.module(backend).backward(
+    grad_h, grad_w, grad_b = backends.get(backend).backward(
         hidden2d, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse, grad_entropy, needs)
     d_hidden = hidden.new_empty(0)
     if needs[0]:
@@ -101,7 +98,7 @@ def token_statistics_op(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], 
 
 @token_statistics_op.register_fake
 def _(hidden, weight, bias, targets, temperature, logit_scale, softcap, with_entropy, backend):
-    dtype = _out_dtype(hidden)
+    dtype = accumulation_dtype(hidden.dtype)
     entropy = targets.new_empty(targets.shape if with_entropy else (0,), dtype=dtype)
     return targets.new_empty(targets.shape, dtype=dtype), targets.new_empty(targets.shape, dtype=dtype), entropy
 
@@ -169,14 +166,14 @@ def endogenous_reward_op(hidden: Tensor, weight: Tensor, bias: Optional[Tensor],
     transform = _transform(alpha, bias, logit_scale, softcap)
     chosen, lse, _ = _forward_stats(backend, _hidden2d(hidden), weight, layout.rows, layout.targets, transform, False)
     rewards, per_token = finalize(chosen, lse, layout, terminal=alpha * math.log(vocab_size), gamma=gamma, beta=beta,
-                                  out_dtype=_out_dtype(hidden), use_triton=backend == "triton")
+                                  out_dtype=accumulation_dtype(hidden.dtype), use_triton=backend == "triton")
     return rewards, per_token, scatter(lse, layout.rows, tuple(ids.shape))
 
 
 @endogenous_reward_op.register_fake
 def _(hidden, weight, bias, ids, prompt_len, attention_mask, alpha, gamma, beta, vocab_size, logit_scale, softcap,
       backend):
-    dtype = _out_dtype(hidden)
+    dtype = accumulation_dtype(hidden.dtype)
     return (ids.new_empty(ids.shape[:1], dtype=dtype), ids.new_empty(ids.shape, dtype=dtype),
             ids.new_empty(ids.shape, dtype=dtype))
 
@@ -245,7 +242,7 @@ def token_logprobs_op(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], id
 
 @token_logprobs_op.register_fake
 def _(hidden, weight, bias, ids, attention_mask, temperature, logit_scale, softcap, with_entropy, backend):
-    dtype = _out_dtype(hidden)
+    dtype = accumulation_dtype(hidden.dtype)
     entropy = ids.new_empty(ids.shape if with_entropy else (0,), dtype=dtype)
     return ids.new_empty(ids.shape, dtype=dtype), entropy, ids.new_empty(ids.shape, dtype=dtype)
 

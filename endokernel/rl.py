@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
-from ._validate import check_gamma_beta, positive_float
-from .finalize import discount_weights
+from ._core.finalize import discount_weights
+from ._core.validate import check_gamma_beta, positive_float
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

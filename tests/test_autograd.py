@@ -4,7 +4,7 @@ new log-prob / entropy op against plain autograd through materialized logits."""
 import pytest
 import torch
 
-import endokernel._alloc
+import endokernel._core.alloc
 from cases import fresh_seed, make_case, relative_error
 from endokernel import cpp_available, fused_endogenous_reward, fused_token_logprobs, token_statistics
 
@@ -14,7 +14,7 @@ BACKENDS = CPU_TILED + ["triton"]
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 def leaves(case, dtype, with_bias):

@@ -7,11 +7,12 @@ import sys
 import pytest
 import torch
 
-import endokernel._alloc
+import endokernel._core.alloc
 from cases import make_case, relative_error
 from endokernel import cpp_available, fused_token_logprobs, token_statistics
-from endokernel.stats import cpp_backend, reference
-from endokernel.transform import LogitTransform
+from endokernel.backends import reference
+from endokernel.backends.cpp import backend as cpp_backend
+from endokernel._core.transform import LogitTransform
 from test_errors import BAD, call
 from test_parity import CASES, TOLERANCE, score
 
@@ -23,7 +24,7 @@ MiB = 2**20
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
@@ -231,8 +232,8 @@ def test_backward_one_and_two_threads_agree_bitwise(dtype):
 def cpp_forward_job(tokens: int, dim: int, vocab: int) -> int:
     """Peak extra bytes of one backend='cpp' forward in this (fresh) process (the backward's: test_memory)."""
     from endokernel import fused_endogenous_reward
-    from endokernel._memory import measure
-    from endokernel.demo import random_inputs
+    from endokernel._core.memory import measure
+    from endokernel.bench.inputs import random_inputs
 
     hidden, weight, ids = random_inputs(tokens, dim, vocab, torch.float32, torch.device("cpu"))
     fused_endogenous_reward(hidden[:2], weight, ids[:2], prompt_len=1, backend="cpp")  # one-time costs first
@@ -242,7 +243,7 @@ def cpp_forward_job(tokens: int, dim: int, vocab: int) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for resident memory")
 def test_logits_free_peak_memory_is_far_below_the_logits():
-    from endokernel._memory import in_fresh_process
+    from endokernel._core.memory import in_fresh_process
 
     tokens, vocab = 8192, 65536
     logits_bytes = tokens * vocab * 4  # 2 GiB in float32

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import endokernel._alloc
+import endokernel._core.alloc
 from cases import make_case, relative_error
 from endokernel import fused_endogenous_reward
 from test_parity import CASES
@@ -17,7 +17,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 def to_cuda(case):

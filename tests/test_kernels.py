@@ -4,15 +4,16 @@ the bf16 matmul path of CPUs with bf16 units. Outputs are poisoned and compared 
 import pytest
 import torch
 
-import endokernel._alloc
+import endokernel._core.alloc
 from cases import fresh_seed, relative_error
-from endokernel.stats import reference, torch_tiled, triton_fwd
-from endokernel.transform import LogitTransform
+from endokernel.backends import reference, torch_tiled
+from endokernel.backends.triton import forward as triton_fwd
+from endokernel._core.transform import LogitTransform
 
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 def random_stats_inputs(num_positions=23, rows_total=40, vocab=531, dim=37, dtype=torch.float32):
@@ -27,8 +28,8 @@ def random_stats_inputs(num_positions=23, rows_total=40, vocab=531, dim=37, dtyp
 
 
 def run(fn, hidden, weight, rows, targets, transform, **kwargs):
-    chosen = endokernel._alloc.new_empty(rows.numel(), dtype=torch.float32, device=hidden.device)
-    lse = endokernel._alloc.new_empty(rows.numel(), dtype=torch.float32, device=hidden.device)
+    chosen = endokernel._core.alloc.new_empty(rows.numel(), dtype=torch.float32, device=hidden.device)
+    lse = endokernel._core.alloc.new_empty(rows.numel(), dtype=torch.float32, device=hidden.device)
     fn(hidden, weight, rows, targets, transform, chosen, lse, **kwargs)
     return chosen, lse
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from endokernel import cpp_available
-from endokernel._memory import in_fresh_process
+from endokernel._core.memory import in_fresh_process
 from endokernel.demo import run_job
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc for resident memory")
@@ -34,8 +34,8 @@ def test_measurement_sees_materialized_logits():
 def forward_backward_job(tokens: int, dim: int, vocab: int, backend: str) -> int:
     """Peak extra bytes of one forward + backward (gradients for hidden and the LM head) in this process."""
     from endokernel import fused_endogenous_reward
-    from endokernel._memory import measure
-    from endokernel.demo import random_inputs
+    from endokernel._core.memory import measure
+    from endokernel.bench.inputs import random_inputs
 
     hidden, weight, ids = random_inputs(tokens, dim, vocab, torch.float32, torch.device("cpu"))
     hidden.requires_grad_()

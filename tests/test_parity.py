@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import endokernel._alloc
+import endokernel._core.alloc
 from cases import make_case, relative_error
 from endokernel import fused_endogenous_reward, token_statistics
 
@@ -22,7 +22,7 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._alloc, "POISON", True)
+    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 def score(case, backend):

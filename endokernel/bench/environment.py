@@ -9,7 +9,7 @@ import subprocess
 
 import torch
 
-from ..cpu import cpu_model, has_native_bf16
+from ..backends.cpu_features import cpu_model, has_native_bf16
 
 
 def git_commit() -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from ..demo import random_inputs
 from .shapes import Case, Head
 
 
@@ -29,6 +28,19 @@ class Inputs:
     def first(self, tokens: int) -> Inputs:
         """The first ``tokens`` positions (views, no copies)."""
         return Inputs(self.hidden[:tokens], self.weight, self.targets[:tokens], self.softcap)
+
+
+def random_inputs(tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: torch.device, seed: int = 0):
+    """hidden (tokens, dim), lm_head (vocab, dim) and ids (tokens,), filled in chunks so that building them
+    leaves no transient memory peak. Logits come out with a standard deviation of about 3."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    hidden = torch.empty(tokens, dim, dtype=dtype, device=device)
+    weight = torch.empty(vocab, dim, dtype=dtype, device=device)
+    for part in (*hidden.split(4096), *weight.split(4096)):
+        part.copy_(torch.randn(part.shape, generator=g, device=device))
+    weight.mul_(3.0 / dim**0.5)
+    ids = torch.randint(0, vocab, (tokens,), generator=g, device=device)
+    return hidden, weight, ids
 
 
 def build(head: Head, dtype: torch.dtype, tokens: int, device: torch.device, seed: int = 0) -> Inputs:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from .._memory import FreshProcess, ProcessDied, measure
+from .._core.memory import FreshProcess, ProcessDied, measure
 from .inputs import Inputs, load_mapped
 from .methods import METHODS, Method
 from .shapes import Case

@@ -15,11 +15,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .._cpp import cpp_available
-from .._triton import HAS_TRITON
+from .._core.transform import LogitTransform
 from ..api import token_statistics
-from ..cpu import cpu_matmul_dtype
-from ..transform import LogitTransform
+from ..backends import HAS_TRITON
+from ..backends.cpp.loader import cpp_available
+from ..backends.cpu_features import cpu_matmul_dtype
 from .inputs import Inputs
 from .shapes import Case
 

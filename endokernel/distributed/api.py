@@ -1,7 +1,7 @@
-"""The public functions over process groups (``endokernel.api`` sends calls here): check the arguments on
-each rank, agree across ranks (``agree.py``), lay out the positions (``layout.py``), compute this rank's
-statistics (``vocab_parallel.py``, on this rank's chunk: ``context_parallel.py``) and finalize them
-(``finalize.py``). Eager only: these paths are not traceable by ``torch.compile``.
+"""The public functions over process groups (``endokernel.api`` sends calls here, to the function of the same
+name): check the arguments on each rank, agree across ranks (``agree.py``), lay out the positions
+(``_core/layout.py``), compute this rank's statistics (``vocab_parallel.py``, on this rank's chunk:
+``context_parallel.py``) and finalize them (``_core/finalize.py``). Eager only: these paths are not traceable by ``torch.compile``.
 
 Every rank returns the whole result, bitwise the same on every rank. Gradients assume every rank computes the
 same loss from it (as in Megatron-LM): the hidden states' gradient is complete on every rank of a tp group;
@@ -16,7 +16,10 @@ import math
 import torch
 import torch.distributed as dist
 
-from .._validate import (
+from .._core.finalize import finalize, finalize_logprobs
+from .._core.layout import logprob_layout, reward_layout
+from .._core.types import TokenStatistics
+from .._core.validate import (
     Head,
     check_gamma_beta,
     check_integer_tensor,
@@ -30,9 +33,6 @@ from .._validate import (
     prompt_len_tensor,
     unpack_lm_head,
 )
-from ..api import TokenStatistics
-from ..finalize import finalize, finalize_logprobs
-from ..layout import logprob_layout, reward_layout
 from . import context_parallel, groups, vocab_parallel
 from .agree import Facts, agree
 
@@ -77,7 +77,7 @@ def token_statistics(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Modu
     return TokenStatistics(chosen.view(targets.shape), lse.view(targets.shape))
 
 
-def endogenous_reward(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, ids: torch.Tensor, *,
+def fused_endogenous_reward(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, ids: torch.Tensor, *,
                       prompt_len: int | list[int] | torch.Tensor, attention_mask: torch.Tensor | None, alpha: float,
                       gamma: float, beta: float, vocab_size: int | None, bias: torch.Tensor | None,
                       logit_scale: float | None, softcap: float | None, return_per_token: bool, backend: str,
@@ -117,7 +117,7 @@ def endogenous_reward(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Mod
     return (rewards[0], per_token[0]) if unbatched else (rewards, per_token)
 
 
-def token_logprobs(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, ids: torch.Tensor, *,
+def fused_token_logprobs(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, ids: torch.Tensor, *,
                    attention_mask: torch.Tensor | None, temperature: float, bias: torch.Tensor | None,
                    logit_scale: float | None, softcap: float | None, return_entropy: bool, backend: str,
                    tp_group: dist.ProcessGroup | None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layout import ResponseLayout
+from .._core.layout import ResponseLayout
 from . import comm
 from .agree import Split
 

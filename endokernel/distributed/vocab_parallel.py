@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import ops
-from .._validate import Head
+from .._core.validate import Head
 from . import comm
 from .agree import Split
 

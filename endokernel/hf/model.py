@@ -14,8 +14,9 @@ from torch.distributed import ProcessGroup
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .. import fused_endogenous_reward
-from .._validate import check_gamma_beta, positive_float
+from .._core.types import accumulation_dtype
+from .._core.validate import check_gamma_beta, positive_float
+from ..api import fused_endogenous_reward
 from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right
 from .modeling import OutputHead, decoder_body, final_hidden_states, max_positions, output_head
@@ -135,7 +136,7 @@ class EndogenousRewardModel:
 
             inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
             results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
-            rewards = torch.tensor([reward for reward, _ in results], dtype=_reward_dtype(output_head(self.model)))
+            rewards = torch.tensor([reward for reward, _ in results], dtype=accumulation_dtype(output_head(self.model).weight.dtype))
             per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 
@@ -169,7 +170,7 @@ class EndogenousRewardModel:
                     max_tokens: int | None = None,
                     progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         head = output_head(self.model)
-        out_dtype = _reward_dtype(head)
+        out_dtype = accumulation_dtype(head.weight.dtype)
         rewards = torch.zeros(len(rows), dtype=out_dtype)
         per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
         todo = []
@@ -206,10 +207,6 @@ class EndogenousRewardModel:
             bias=head.bias, logit_scale=head.logit_scale, softcap=head.softcap, return_per_token=True,
             backend=self.backend,
         )
-
-
-def _reward_dtype(head: OutputHead) -> torch.dtype:
-    return torch.float64 if head.weight.dtype == torch.float64 else torch.float32
 
 
 def _strings(name: str, values: object) -> list[str]:

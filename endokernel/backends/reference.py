@@ -1,4 +1,4 @@
-"""The readable statement of the statistics: materialize the (N, V) logits, then gather, logsumexp and
+"""The reference backend (``StatisticsBackend``), the readable statement of the statistics: materialize the (N, V) logits, then gather, logsumexp and
 entropy; the backward applies ``logits_grad`` to the whole materialized logits.
 
 Memory O(N * V): for tests, small inputs and float64 checks, not for production sizes.
@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from ..transform import LogitTransform
+from .._core.transform import LogitTransform
+from .._core.types import accumulation_dtype
 from .logits_grad import logits_grad
-
-
-def _acc_dtype(hidden: torch.Tensor) -> torch.dtype:
-    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
 
 
 def _statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
@@ -42,9 +39,8 @@ def chosen_and_lse(
     lse_out: torch.Tensor,
     entropy_out: torch.Tensor | None = None,
 ) -> None:
-    """Same contract as every backend (see ``endokernel.stats``). Computes in float64 for float64 inputs,
-    else in float32."""
-    dtype = _acc_dtype(hidden)
+    """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``), computed in the accumulation dtype."""
+    dtype = accumulation_dtype(hidden.dtype)
     bias = None if transform.bias is None else transform.bias.to(dtype)
     chosen, lse, entropy = _statistics(hidden[rows].to(dtype), weight.to(dtype), bias, targets, transform)
     chosen_out.copy_(chosen)
@@ -66,9 +62,9 @@ def backward(
     grad_entropy: torch.Tensor | None,
     needs: tuple[bool, bool, bool],
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Same contract as every backend (see ``endokernel.stats.backward``), on the whole materialized logits;
+    """``StatisticsBackend.backward`` (``endokernel.backends``), on the whole materialized logits;
     the statistics are recomputed here rather than taken from the forward."""
-    dtype = _acc_dtype(hidden)
+    dtype = accumulation_dtype(hidden.dtype)
     h, w = hidden[rows].to(dtype), weight.to(dtype)
     bias = None if transform.bias is None else transform.bias.to(dtype)
     _, lse, entropy = _statistics(h, w, bias, targets, transform)

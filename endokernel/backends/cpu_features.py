@@ -6,6 +6,8 @@ import functools
 
 import torch
 
+from .._core.types import accumulation_dtype
+
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:
@@ -46,3 +48,11 @@ def cpu_matmul_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype in (torch.bfloat16, torch.float16):
         return torch.float32
     return dtype
+
+
+def tile_dtypes(hidden: torch.Tensor, matmul_dtype: torch.dtype | None = None) -> tuple[torch.dtype, torch.dtype]:
+    """(accumulation dtype, matmul dtype) of the CPU tile loops for ``hidden``'s dtype; ``matmul_dtype``
+    overrides the hardware choice (tests use it to run the bf16 path on any CPU)."""
+    if matmul_dtype is None:
+        matmul_dtype = cpu_matmul_dtype(hidden.dtype) if hidden.device.type == "cpu" else hidden.dtype
+    return accumulation_dtype(hidden.dtype), matmul_dtype

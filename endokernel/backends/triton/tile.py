@@ -4,7 +4,7 @@ forward, so both see the same logits."""
 
 from __future__ import annotations
 
-from .._triton import tl, triton
+from .runtime import tl, triton
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 

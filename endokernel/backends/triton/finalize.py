@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import launch, tl, triton
-from .layout import ResponseLayout
+from ..._core.layout import ResponseLayout
+from .runtime import launch, tl, triton
 
 
 @triton.jit

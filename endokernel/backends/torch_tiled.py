@@ -1,4 +1,4 @@
-"""Logits-free statistics in plain PyTorch: (token tile x vocab tile) matmuls into one reused buffer.
+"""The torch backend (``StatisticsBackend``): logits-free statistics in plain PyTorch: (token tile x vocab tile) matmuls into one reused buffer.
 
 Forward: tokens are the outer loop; each token tile is gathered and converted to the matmul dtype once, then
 meets the LM head tile by tile, each logits tile folded into a running (max, sum-exp[, entropy]) per position
@@ -18,32 +18,17 @@ from __future__ import annotations
 
 import torch
 
-from ..cpu import cpu_matmul_dtype
-from ..transform import LogitTransform
+from .._core.transform import LogitTransform
+from .cpu_features import tile_dtypes
 from .logits_grad import logits_grad
 
 TOKEN_BLOCK = 1024
 VOCAB_BLOCK = 1024
 
 
-def _dtypes(hidden: torch.Tensor, matmul_dtype: torch.dtype | None) -> tuple[torch.dtype, torch.dtype]:
-    acc = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    if matmul_dtype is None:
-        matmul_dtype = cpu_matmul_dtype(hidden.dtype) if hidden.device.type == "cpu" else hidden.dtype
-    return acc, matmul_dtype
-
-
-def _folded_scales(transform: LogitTransform, divisor: float) -> tuple[float, float | None]:
-    """(pre, post): ``z / divisor = (W h + b) * pre``, or with a softcap ``tanh((W h + b) * pre) * post``."""
-    scale = transform.logit_scale or 1.0
-    if transform.softcap is None:
-        return scale / divisor, None
-    return scale / transform.softcap, transform.softcap / divisor
-
-
 def _scaled_logits(h: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None, pre: float, post: float | None,
                    out: torch.Tensor) -> torch.Tensor:
-    """``z / divisor`` (see ``_folded_scales``) for one tile, written into ``out`` (h: (t, D), w_t: (D, v), out: (t, v))."""
+    """``z / divisor`` (see ``LogitTransform.folded_scales``) for one tile, written into ``out`` (h: (t, D), w_t: (D, v), out: (t, v))."""
     if bias is None:
         torch.mm(h, w_t, out=out)
         if pre != 1.0:
@@ -78,15 +63,15 @@ def chosen_and_lse(
     vocab_block: int = VOCAB_BLOCK,
     matmul_dtype: torch.dtype | None = None,
 ) -> None:
-    """Same contract as every backend (see ``endokernel.stats``); ``matmul_dtype`` overrides the hardware
+    """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``); ``matmul_dtype`` overrides the hardware
     choice (tests use it to run the bf16 path on any CPU). Chosen logits are fp32 dot products (float64 for
     float64 inputs) whatever the matmul dtype."""
     num_positions = rows.numel()
     if num_positions == 0:
         return
     vocab = weight.shape[0]
-    acc_dtype, mm_dtype = _dtypes(hidden, matmul_dtype)
-    pre, post = _folded_scales(transform, transform.temperature)
+    acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
+    pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(mm_dtype)
 
     buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype, device=hidden.device)
@@ -144,11 +129,11 @@ def backward(
     vocab_block: int = VOCAB_BLOCK,
     matmul_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Same contract as every backend (see ``endokernel.stats.backward``)."""
+    """``StatisticsBackend.backward`` (``endokernel.backends``)."""
     vocab, dim = weight.shape
     num_positions = rows.numel()
-    acc_dtype, mm_dtype = _dtypes(hidden, matmul_dtype)
-    pre, post = _folded_scales(transform, 1.0)
+    acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
+    pre, post = transform.folded_scales(1.0)
     bias = None if transform.bias is None else transform.bias.to(mm_dtype)
 
     h_all = hidden[rows].to(mm_dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._alloc import new_empty
+from .alloc import new_empty
 from .layout import ResponseLayout
 
 
@@ -41,7 +41,7 @@ def finalize(
     rewards = new_empty(layout.batch, dtype=out_dtype, device=device)
     per_token = new_empty((layout.batch, layout.seq_len), dtype=out_dtype, device=device)
     if use_triton:
-        from .triton_finalize import finalize_rewards
+        from ..backends.triton.finalize import finalize_rewards
 
         finalize_rewards(chosen, lse, layout, weights, terminal, rewards, per_token)
         return rewards, per_token

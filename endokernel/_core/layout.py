@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ._validate import check_token_range, prompt_lengths, row_lengths
+from .validate import check_token_range, prompt_lengths, row_lengths
 
 
 @dataclass(frozen=True)

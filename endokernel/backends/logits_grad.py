@@ -1,12 +1,12 @@
 """The gradient of the per-position statistics with respect to a block of logits, in plain PyTorch; used on
 the whole vocabulary by the reference backend and tile by tile by the torch backend (the Triton kernels
-restate it in ``triton_tile.logits_grad``)."""
+restate it in ``triton/tile.py``)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..transform import LogitTransform
+from .._core.transform import LogitTransform
 
 
 def logits_grad(

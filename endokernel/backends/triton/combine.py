@@ -1,9 +1,9 @@
-"""Merge the per-split partial statistics of ``triton_fwd`` in split order (deterministic, no atomics)."""
+"""Merge the per-split partial statistics of ``forward`` in split order (deterministic, no atomics)."""
 
 from __future__ import annotations
 
-from .._triton import tl, triton
-from .triton_tile import LOG2E
+from .runtime import tl, triton
+from .tile import LOG2E
 
 
 @triton.jit

@@ -4,7 +4,6 @@ statistics are taken (``alpha`` of the soft value, or the sampling temperature o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +38,10 @@ class LogitTransform:
             grad_z.mul_(self.logit_scale)
         return grad_z
 
-    @property
-    def log2e_over_temperature(self) -> float:
-        """Folded scale for kernels that use exp2: ``exp((z - m) / T) == exp2((z - m) * log2e_over_temperature)``."""
-        return math.log2(math.e) / self.temperature
+    def folded_scales(self, divisor: float) -> tuple[float, float | None]:
+        """(pre, post) for kernels that fold the transforms into their matmul: ``z / divisor = (W h + b) * pre``,
+        or with a softcap ``tanh((W h + b) * pre) * post``."""
+        scale = self.logit_scale or 1.0
+        if self.softcap is None:
+            return scale / divisor, None
+        return scale / self.softcap, self.softcap / divisor

@@ -1,4 +1,4 @@
-"""Where Triton is, and how a kernel is launched on the tensors' device.
+"""How a kernel is launched on the tensors' device, and the arguments every statistics kernel takes.
 
 On CUDA tensors a kernel runs compiled. On CPU tensors the very same kernel source runs under Triton's
 interpreter, so CI tests the shipped kernels on machines without a GPU. Triton builds its interpreter only
@@ -13,20 +13,12 @@ import os
 from typing import Any
 
 import torch
+import triton
+import triton.language as tl
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # triton ships for Linux only; the torch backends work without it
-    triton = None
-    tl = None
+from ..._core.transform import LogitTransform
 
-HAS_TRITON = triton is not None
-
-
-def require_triton() -> None:
-    if not HAS_TRITON:
-        raise RuntimeError("backend='triton' needs the 'triton' package (Linux); use backend='torch' instead")
+__all__ = ["kernel_flags", "launch", "multiprocessor_count", "tl", "transform_scalars", "triton"]
 
 
 def launch(kernel: Any, grid: tuple[int, ...], device: torch.device, *args: Any, **meta: Any) -> None:
@@ -52,3 +44,21 @@ def multiprocessor_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     return 4
+
+
+def kernel_flags(hidden: torch.Tensor, transform: LogitTransform) -> dict:
+    """The constexpr flags every statistics kernel takes."""
+    # fp32 inputs follow torch's own matmul setting: exact fp32 unless the user opted into TF32
+    tf32 = hidden.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return dict(
+        HAS_BIAS=transform.bias is not None,
+        HAS_SCALE=transform.logit_scale is not None,
+        HAS_SOFTCAP=transform.softcap is not None,
+        INPUT_PRECISION="tf32" if tf32 else "ieee",
+        DOT_IN_FP32=hidden.device.type == "cpu" and hidden.dtype == torch.bfloat16,
+    )
+
+
+def transform_scalars(transform: LogitTransform) -> tuple[float, float, float]:
+    """(logit_scale, softcap, 1 / temperature) as the kernels take them (unused ones are 1)."""
+    return float(transform.logit_scale or 1.0), float(transform.softcap or 1.0), 1.0 / transform.temperature

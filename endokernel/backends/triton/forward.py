@@ -5,7 +5,7 @@ The grid is (token tiles) x (vocab splits). Each program owns ``BLOCK_T`` positi
 range of the vocabulary; it walks that range ``BLOCK_V`` rows of the LM head at a time, computes the logits
 tile with ``tl.dot`` (fp32 accumulation), applies bias / scale / softcap, picks the chosen logit and folds
 the tile into an online (max, sum-exp2[, sum exp * (s - max)]) triple. Splits let short inputs fill the GPU;
-their partials are merged in split order by ``combine_splits_kernel``: bitwise identical run to run.
+their partials are merged in split order by ``combine.combine_splits_kernel``: bitwise identical run to run.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .._alloc import new_empty
-from .._triton import launch, multiprocessor_count, tl, triton
-from ..transform import LogitTransform
-from .triton_combine import combine_splits_kernel
-from .triton_tile import LOG2E, transformed_logits
+from ..._core.alloc import new_empty
+from ..._core.transform import LogitTransform
+from .combine import combine_splits_kernel
+from .runtime import kernel_flags, launch, multiprocessor_count, tl, transform_scalars, triton
+from .tile import LOG2E, transformed_logits
 
 
 @triton.jit
@@ -102,24 +102,6 @@ def choose_num_splits(num_positions: int, vocab: int, config: KernelConfig, devi
     return max(1, min(wanted, triton.cdiv(vocab, 4 * config.block_v)))
 
 
-def kernel_flags(hidden: torch.Tensor, transform: LogitTransform) -> dict:
-    """The constexpr flags every statistics kernel takes."""
-    # fp32 inputs follow torch's own matmul setting: exact fp32 unless the user opted into TF32
-    tf32 = hidden.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return dict(
-        HAS_BIAS=transform.bias is not None,
-        HAS_SCALE=transform.logit_scale is not None,
-        HAS_SOFTCAP=transform.softcap is not None,
-        INPUT_PRECISION="tf32" if tf32 else "ieee",
-        DOT_IN_FP32=hidden.device.type == "cpu" and hidden.dtype == torch.bfloat16,
-    )
-
-
-def transform_scalars(transform: LogitTransform) -> tuple[float, float, float]:
-    """(logit_scale, softcap, 1 / temperature) as the kernels take them (unused ones are 1)."""
-    return float(transform.logit_scale or 1.0), float(transform.softcap or 1.0), 1.0 / transform.temperature
-
-
 def chosen_and_lse(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -133,7 +115,7 @@ def chosen_and_lse(
     config: KernelConfig | None = None,
     num_splits: int | None = None,
 ) -> None:
-    """Same contract as every backend (see ``endokernel.stats``); outputs fp32. ``hidden`` and ``weight``
+    """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``); outputs fp32. ``hidden`` and ``weight``
     share a dtype (fp32 / bf16 / fp16), any strides. ``config`` and ``num_splits`` override the defaults."""
     num_positions = rows.numel()
     if num_positions == 0:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .._triton import launch, tl, triton
-from ..transform import LogitTransform
-from .triton_fwd import kernel_flags, transform_scalars
-from .triton_tile import logits_grad, transformed_logits
+from ..._core.transform import LogitTransform
+from .runtime import kernel_flags, launch, tl, transform_scalars, triton
+from .tile import logits_grad, transformed_logits
 
 
 @triton.jit
@@ -168,7 +167,7 @@ def backward(
     *,
     config: BackwardConfig | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Same contract as every backend (see ``endokernel.stats.backward``); gradients in fp32."""
+    """``StatisticsBackend.backward`` (``endokernel.backends``); gradients in fp32."""
     num_positions = rows.numel()
     vocab, dim = weight.shape
     device = hidden.device

@@ -1,4 +1,5 @@
-"""The C++ backend: the forward statistics as one compiled CPU tile loop (csrc/chosen_and_lse.cpp).
+"""The C++ backend (``StatisticsBackend``): the forward statistics as one compiled CPU tile loop
+(csrc/chosen_and_lse.cpp).
 
 Same tiling idea as ``torch_tiled``, without Python in the loop: each (token tile x vocab tile) matmul is an
 ATen ``mm`` into a small per-thread buffer that stays in L2, folded right away by one vectorized epilogue
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from .._alloc import new_empty
-from .._cpp import extension
-from ..transform import LogitTransform
-from .torch_tiled import _dtypes, _folded_scales
+from ..._core.alloc import new_empty
+from ..._core.transform import LogitTransform
+from ..cpu_features import tile_dtypes
+from .loader import extension
 
 TOKEN_BLOCK = 2048  # hidden rows gathered and converted at once: the head is converted once per super-block
 TILE_TOKENS = 128
@@ -48,10 +49,10 @@ def chosen_and_lse(
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
 ) -> None:
-    """Same contract as every backend (see ``endokernel.stats``); outputs must be contiguous.
+    """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``); outputs must be contiguous.
     ``matmul_dtype`` overrides the hardware choice, as in ``torch_tiled``."""
-    acc_dtype, mm_dtype = _dtypes(hidden, matmul_dtype)
-    pre, post = _folded_scales(transform, transform.temperature)
+    acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
+    pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
     # detached: the kernel's worker threads do not inherit the op's autograd exclusion, and ATen's out=
     # matmuls refuse inputs that require grad
@@ -79,10 +80,10 @@ def backward(
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Same contract as every backend (see ``endokernel.stats``): grad_h in the accumulation dtype, the head's
+    """``StatisticsBackend.backward`` (``endokernel.backends``): grad_h in the accumulation dtype, the head's
     and bias's gradients in their own dtypes."""
-    acc_dtype, mm_dtype = _dtypes(hidden, matmul_dtype)
-    pre, post = _folded_scales(transform, 1.0)
+    acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
+    pre, post = transform.folded_scales(1.0)
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
     device = hidden.device
     grad_h = new_empty((rows.numel(), weight.shape[1]), dtype=acc_dtype, device=device) if needs[0] else None

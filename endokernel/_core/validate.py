@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import stats
+from ..backends import resolve_backend
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 REFERENCE_DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 only on the reference and torch backends
@@ -151,7 +151,7 @@ def checked_head(hidden: torch.Tensor, lm_head: torch.Tensor | torch.nn.Module, 
         raise TypeError(f"hidden must be a tensor, got {type(hidden).__name__}")
     weight, bias = unpack_lm_head(lm_head, bias)
     check_same_device(hidden=hidden, lm_head=weight, bias=bias)
-    backend = stats.resolve_backend(backend, hidden.device)
+    backend = resolve_backend(backend, hidden.device)
     check_head(weight, bias, hidden, backend)
     return Head(weight, bias, optional_positive_float("logit_scale", logit_scale),
                 optional_positive_float("softcap", softcap), backend)

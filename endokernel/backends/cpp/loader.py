@@ -1,4 +1,4 @@
-"""Whether the compiled C++ CPU kernels (``endokernel._C``, built from csrc/ at install time) are here.
+"""Whether the compiled C++ CPU kernels (``endokernel.backends.cpp._C``, built from csrc/ at install time) are here.
 
 They are optional: an install without a compiler or without torch at build time has none, and
 ENDOKERNEL_DISABLE_CPP=1 hides a built one (CI runs the suite both ways). Importing endokernel never warns;
@@ -21,7 +21,7 @@ def _load() -> tuple[ModuleType | None, str]:
     if os.environ.get(DISABLE_VARIABLE) == "1":
         return None, f"disabled by {DISABLE_VARIABLE}=1"
     try:
-        return importlib.import_module("endokernel._C"), ""
+        return importlib.import_module("endokernel.backends.cpp._C"), ""
     except ImportError as error:
         return None, (f"not built ({error}); reinstall with a C++ compiler and "
                       "'pip install --no-build-isolation' so the build sees torch")
