@@ -30,7 +30,8 @@ def _extension_kwargs() -> dict:
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
-        warnings.warn(FALLBACK.format("torch is not importable at build time: install with --no-build-isolation"))
+        warnings.warn(FALLBACK.format("torch is not importable at build time: install with --no-build-isolation"),
+                      stacklevel=2)
         return {}
 
     class OptionalBuildExt(BuildExtension):
@@ -40,7 +41,7 @@ def _extension_kwargs() -> dict:
             try:
                 super().run()
             except Exception as error:  # compiler missing or compile error: degrade, do not fail
-                warnings.warn(FALLBACK.format(f"{type(error).__name__}: {error}"))
+                warnings.warn(FALLBACK.format(f"{type(error).__name__}: {error}"), stacklevel=2)
 
     vector = ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"] if _has_avx2() else []
     extension = CppExtension("endokernel.backends.cpp._C", SOURCES, extra_compile_args=["-O3", "-fopenmp", *vector],

@@ -17,8 +17,6 @@ ENDOKERNEL_DISABLE_CPP=1 python3 -m pip install -q --no-deps --no-build-isolatio
 timeout 200 python3 -m pytest -m gpu tests -q -x 2>&1 | tee "$OUT/gpu-tests.log"
 tests_rc=${PIPESTATUS[0]}
 # the sweep writes its JSON after every case, so a timeout still leaves what was measured
-timeout 240 python3 -m endokernel bench --device cuda --dtypes bfloat16 --tokens 1024,8192,32768,131072 \
-  --methods floor,triton,naive,loop,linear_ce,linear_ce-chunked,cce,liger --repeats 20 --time-budget 0.5 \
-  --max-call-seconds 2 --out-dir "$OUT" --no-e2e 2>&1 | tee "$OUT/gpu-bench.log"
+timeout 240 python3 -m endokernel bench --preset gpu-check --out-dir "$OUT" 2>&1 | tee "$OUT/gpu-bench.log"
 echo "gpu tests exit code: $tests_rc"
 exit "$tests_rc"

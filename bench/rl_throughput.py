@@ -22,12 +22,12 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import hf_fixtures as fx  # noqa: E402
-
 from endokernel.bench.environment import describe, slug  # noqa: E402
 from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right  # noqa: E402
 from endokernel.hf.conversation import encode_pairs  # noqa: E402
 from endokernel.rl import EndogenousRewardFunction  # noqa: E402
+
+import hf_fixtures as fx  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RTOL = 1e-4

@@ -25,10 +25,10 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-import hf_fixtures as fx  # noqa: E402
-
 from endokernel import EndogenousRewardModel  # noqa: E402
 from endokernel.bench.environment import describe, slug  # noqa: E402
+
+import hf_fixtures as fx  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 RTOL = 1e-4

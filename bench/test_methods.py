@@ -6,8 +6,8 @@ pytest-benchmark's statistics, for quick comparisons between commits (``--benchm
 
 import pytest
 import torch
-
 from conftest import DEVICE
+
 from endokernel.bench.methods import METHODS
 
 

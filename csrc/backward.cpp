@@ -65,6 +65,10 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
   const at::Tensor grad_logits_buffer = at::empty({token_block * vocab_block}, mm_options);
   const at::Tensor weight_acc = grad_weight ? at::empty({vocab_block, dim}, acc_options) : at::Tensor();
   const at::Tensor bias_acc = grad_bias ? at::empty({vocab_block}, acc_options) : at::Tensor();
+  // each token tile's column sums of dL/dlogits, taken from the tile in the accumulation dtype (the buffer the
+  // gradient products read may be bf16), then added over the tiles in order
+  const at::Tensor bias_parts =
+      grad_bias ? at::empty({(token_block + tile_rows - 1) / tile_rows, vocab_block}, acc_options) : at::Tensor();
   if (grad_hidden) grad_hidden->zero_();
 
   const int64_t* target_ptr = targets.const_data_ptr<int64_t>();
@@ -103,6 +107,11 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
                                      with_entropy, position(p0 + t0 + r));
             }
             grad_logits.narrow(0, t0, height).narrow(1, j0, tile_width).copy_(tile);
+            if (grad_bias) {
+              OneThread one_thread;  // a fixed summation order whatever the thread count
+              at::Tensor sums = bias_parts[t].narrow(0, j0, tile_width);
+              at::sum_out(sums, tile, 0);
+            }
           }
           if (grad_hidden) {
             accumulate_product(grad_hidden->narrow(0, p0 + t0, height), grad_logits.narrow(0, t0, height), w,
@@ -119,7 +128,10 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
           const int64_t j0 = t * tile_rows, height = std::min(tile_rows, width - j0);
           const at::Tensor grad_logits_t = grad_logits.narrow(1, j0, height).t();
           if (grad_weight) accumulate_product(weight_acc.narrow(0, j0, height), grad_logits_t, h, s.product);
-          if (grad_bias) bias_acc.narrow(0, j0, height).add_(grad_logits_t.sum(1, false, acc_dtype));
+          if (grad_bias) {
+            at::Tensor sums = bias_acc.narrow(0, j0, height);
+            for (int64_t tile = 0; tile < token_tiles; ++tile) sums.add_(bias_parts[tile].narrow(0, j0, height));
+          }
         }
       });
     }

@@ -64,7 +64,8 @@ def token_statistics(
     check_integer_tensor("targets", targets)
     check_same_device(hidden=hidden, targets=targets)
     if targets.shape != hidden.shape[:-1]:
-        raise ValueError(f"targets must have hidden's leading shape {tuple(hidden.shape[:-1])}, got {tuple(targets.shape)}")
+        raise ValueError(f"targets must have hidden's leading shape {tuple(hidden.shape[:-1])}, "
+                         f"got {tuple(targets.shape)}")
     chosen, lse, _ = ops.token_statistics_op(hidden, head.weight, head.bias, targets, positive_float("alpha", alpha),
                                              head.logit_scale, head.softcap, False, head.backend)
     return TokenStatistics(chosen, lse)

@@ -26,7 +26,8 @@ class JobResult:
     reward: float
 
 
-def run_job(method: str, tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: str, seed: int = 0) -> JobResult:
+def run_job(method: str, tokens: int, dim: int, vocab: int, dtype: torch.dtype, device: str,
+            seed: int = 0) -> JobResult:
     """Build the inputs, then time one scoring call with ``method`` ('endokernel' or 'naive')."""
     dev = torch.device(device)
     hidden, weight, ids = random_inputs(tokens, dim, vocab, dtype, dev, seed)
@@ -45,10 +46,14 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" or has_native_bf16() else torch.float32
 
 
-def main(tokens: int, dim: int, vocab: int, dtype: torch.dtype | None, device: str | None, methods: list[str]) -> list[JobResult]:
+def main(tokens: int, dim: int, vocab: int, dtype: torch.dtype | None, device: str | None,
+         methods: list[str]) -> list[JobResult]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or default_dtype(dev)
-    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+    if dev.type == "cuda":
+        where = torch.cuda.get_device_name(dev)
+    else:
+        where = f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
     print(f"endogenous reward of one {tokens}-token sequence, LM head V={vocab} x D={dim} (random weights), "
           f"{str(dtype).removeprefix('torch.')} on {where}")
     print(f"the logits would take {tokens * vocab * 4 / 2**30:.2f} GiB in float32\n")

@@ -117,7 +117,8 @@ def token_statistics_backward_op(grad_chosen: Tensor, grad_lse: Tensor, grad_ent
         None if grad_entropy is None else grad_entropy.reshape(-1), needs)
 
 
-def _fake_grads(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+def _fake_grads(hidden: Tensor, weight: Tensor, bias: Optional[Tensor],
+                needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     return (hidden.new_empty(hidden.shape if needs[0] else (0,)), weight.new_empty(weight.shape if needs[1] else (0,)),
             weight.new_empty(bias.shape if needs[2] and bias is not None else (0,)))
 

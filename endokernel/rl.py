@@ -118,7 +118,8 @@ class EndogenousRewardFunction:
             rows, gamma=self.gamma, beta=self.beta, batch_size=self.batch_size, max_tokens=self.max_tokens,
             return_per_token=True, progress=False)
         if self.normalize == "mean":
-            rewards = torch.stack([_weighted_mean(r, len(t), self.gamma, self.beta) for r, t in zip(rewards, per_token)])
+            rewards = torch.stack([_weighted_mean(r, len(t), self.gamma, self.beta)
+                                   for r, t in zip(rewards, per_token)])
         if self.clip is not None:
             rewards = rewards.clamp(*self.clip)
         return [float(r) for r in rewards]

@@ -1,11 +1,22 @@
-"""Random inputs for parity tests: odd sizes, padded batches, per-row prompt lengths, every transform."""
+"""What the tests share: the backends to parametrize over, random inputs for parity tests (odd sizes, padded
+batches, per-row prompt lengths, every transform), the parity cases and their tolerances, the table of bad
+arguments, and the comparison helpers. Every test module imports from here, none from another test module."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
+import pytest
 import torch
+
+from endokernel import cpp_available, fused_endogenous_reward
+
+_NO_CPP = pytest.mark.skipif(not cpp_available(), reason="the C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)")
+CPP = pytest.param("cpp", marks=_NO_CPP)
+# the logits-free backends: on CPU tensors the Triton kernels run under Triton's interpreter
+BACKENDS = ["torch", "triton", CPP]
+FLOAT64_BACKENDS = ["torch", CPP]  # logits-free backends with a float64 path (the Triton kernels are fp32-only)
 
 
 def fresh_seed() -> int:
@@ -62,3 +73,94 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
         return float("inf")
     scale = expected.abs().max().clamp_min(1e-30)
     return float((actual - expected).abs().max() / scale)
+
+
+# parity cases: odd V and D, T = 1 and 2, padding, alpha != 1, beta > 0, every transform, an empty response
+CASES = {
+    "V=1031,D=48": dict(batch=3, seq_len=13, vocab=1031, dim=48),
+    "V=4099,D=100,alpha=0.5,gamma=1": dict(batch=2, seq_len=9, vocab=4099, dim=100, alpha=0.5, gamma=1.0),
+    "T=1": dict(batch=2, seq_len=1, vocab=1031, dim=48),
+    "T=2": dict(batch=3, seq_len=2, vocab=1031, dim=48),
+    "alpha=2,beta>0": dict(batch=2, seq_len=11, vocab=1031, dim=100, alpha=2.0, gamma=0.8, beta=0.3),
+    "bias,logit_scale,softcap": dict(batch=2, seq_len=10, vocab=1031, dim=48, bias=True, logit_scale=0.7,
+                                     softcap=4.0),
+    "empty response,vocab_size": dict(batch=3, seq_len=8, vocab=1031, dim=48, empty_row=True, vocab_size=5000),
+}
+# normwise relative error allowed against the float64 reference
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3, torch.float64: 1e-12}
+
+
+def score(case: Case, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rewards, per-token rewards) of a case on a backend."""
+    return fused_endogenous_reward(
+        case.hidden, case.weight, case.ids, prompt_len=case.prompt_len, attention_mask=case.attention_mask,
+        return_per_token=True, backend=backend, **case.kwargs)
+
+
+def on_one_and_two_threads(fn):
+    """[fn() with torch.set_num_threads(1), fn() with 2]."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(fn())
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+# bad arguments of fused_endogenous_reward: (overrides of bad_call's defaults, error type, message pattern)
+V, D, T = 50, 16, 6
+
+
+def bad_call(**over):
+    """``fused_endogenous_reward`` on small valid arguments, with ``over`` replacing some of them."""
+    args = dict(hidden=torch.randn(2, T, D), lm_head=torch.randn(V, D), ids=torch.randint(0, V, (2, T)))
+    args.update(over)
+    kwargs = {k: v for k, v in args.items() if k not in ("hidden", "lm_head", "ids")}
+    return fused_endogenous_reward(args["hidden"], args["lm_head"], args["ids"], **kwargs)
+
+
+BAD = [
+    (dict(lm_head=torch.randn(V, D + 1)), ValueError, "lm_head has D"),
+    (dict(lm_head=torch.randn(V, D, 1)), ValueError, "lm_head must be 2-D"),
+    (dict(lm_head="weights"), TypeError, "lm_head must be"),
+    (dict(ids=torch.full((2, T), V)), ValueError, "ids must lie in"),
+    (dict(ids=torch.full((2, T), -1)), ValueError, "ids must lie in"),
+    (dict(ids=torch.zeros(2, T)), TypeError, "ids must have an integer dtype"),
+    (dict(ids=torch.zeros(2, T, dtype=torch.bool)), TypeError, "ids must have an integer dtype"),
+    (dict(prompt_len=0), ValueError, r"prompt_len\[0\] = 0"),
+    (dict(prompt_len=T + 1), ValueError, r"prompt_len\[0\] = 7"),
+    (dict(prompt_len=[1, 2, 3]), ValueError, "prompt_len has 3 entries"),
+    (dict(prompt_len=1.5), TypeError, "prompt_len must be"),
+    (dict(prompt_len=torch.tensor([1.0, 2.0])), TypeError, "prompt_len must hold integers"),
+    (dict(prompt_len=[2, 5], attention_mask=torch.tensor([[1] * T, [1, 1, 1, 0, 0, 0]])), ValueError,
+     r"prompt_len\[1\] = 5 must lie in \[1, 3\]"),
+    (dict(hidden=torch.randn(2, T + 1, D)), ValueError, "hidden must have shape"),
+    (dict(ids=torch.randint(0, V, (2, T, 1))), ValueError, "ids must have shape"),
+    (dict(attention_mask=torch.ones(2, T + 1)), ValueError, "attention_mask must have the shape"),
+    (dict(attention_mask=torch.tensor([[1, 1, 0, 1, 1, 1]] * 2)), ValueError, "right-padded"),
+    (dict(attention_mask=torch.full((2, T), 2)), ValueError, "only 0 and 1"),
+    (dict(alpha=0.0), ValueError, "alpha must be"),
+    (dict(alpha=float("nan")), ValueError, "alpha must be"),
+    (dict(gamma=0.0), ValueError, "gamma must lie in"),
+    (dict(gamma=1.5), ValueError, "gamma must lie in"),
+    (dict(beta=-0.1), ValueError, "beta must be"),
+    (dict(softcap=0.0), ValueError, "softcap must be"),
+    (dict(logit_scale=-1.0), ValueError, "logit_scale must be"),
+    (dict(vocab_size=0), ValueError, "vocab_size must be"),
+    (dict(bias=torch.randn(V + 1)), ValueError, "bias must have shape"),
+    (dict(bias=torch.arange(V)), TypeError, "bias must be a floating-point"),
+    (dict(hidden=torch.randn(2, T, D, dtype=torch.float64)), TypeError, "lm_head dtype"),
+    (dict(hidden=torch.randn(2, T, D).to(torch.bfloat16)), TypeError, "lm_head dtype"),
+    (dict(hidden=torch.randint(0, 3, (2, T, D)), lm_head=torch.randint(0, 3, (V, D))), TypeError, "hidden: dtype"),
+    (dict(hidden=torch.randn(2, T, D, device="meta")), ValueError, "one device"),
+    (dict(return_per_token=1), TypeError, "return_per_token"),
+]
+# bad choices of the backend itself
+BAD_BACKEND = [
+    (dict(hidden=torch.randn(2, T, D, dtype=torch.float64), lm_head=torch.randn(V, D, dtype=torch.float64),
+          backend="triton"), TypeError, "hidden: dtype"),
+    (dict(backend="cuda"), ValueError, "backend must be one of"),
+]

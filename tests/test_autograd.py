@@ -4,17 +4,9 @@ new log-prob / entropy op against plain autograd through materialized logits."""
 import pytest
 import torch
 
-import endokernel._core.alloc
-from cases import fresh_seed, make_case, relative_error
-from endokernel import cpp_available, fused_endogenous_reward, fused_token_logprobs, token_statistics
+from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
 
-CPU_TILED = ["torch"] + (["cpp"] if cpp_available() else [])  # the logits-free backends with a float64 path
-BACKENDS = CPU_TILED + ["triton"]
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
+from cases import BACKENDS, FLOAT64_BACKENDS, make_case, relative_error
 
 
 def leaves(case, dtype, with_bias):
@@ -97,7 +89,7 @@ def test_gradcheck_reference_float64():
     assert torch.autograd.gradcheck(logprobs, inputs)
 
 
-@pytest.mark.parametrize("backend", CPU_TILED)
+@pytest.mark.parametrize("backend", FLOAT64_BACKENDS)
 def test_gradcheck_float64_tiled_backends(backend):
     """The tiled backwards against finite differences (the Triton kernels compute in fp32 only)."""
     case = make_case(batch=1, seq_len=5, vocab=11, dim=4, softcap=2.0, bias=True).cast(torch.float64)
@@ -124,7 +116,8 @@ def materialized_logprobs(h, w, b, ids, mask, temperature, softcap):
     entropy = -(log_p.exp() * log_p).sum(-1)[:, :-1]
     valid = mask[:, 1:].bool()
     zeros = torch.zeros(ids.shape[0], 1, dtype=z.dtype)
-    return (torch.cat([zeros, torch.where(valid, picked, 0.0)], 1), torch.cat([zeros, torch.where(valid, entropy, 0.0)], 1))
+    return (torch.cat([zeros, torch.where(valid, picked, 0.0)], 1),
+            torch.cat([zeros, torch.where(valid, entropy, 0.0)], 1))
 
 
 @pytest.mark.parametrize("backend", BACKENDS + ["reference"])
@@ -173,12 +166,12 @@ def test_frozen_head_gets_no_gradient_and_nn_linear_works():
     assert head.weight.grad is None and head.bias.grad is not None and h.grad is not None
 
 
-def test_bf16_gradients_within_tolerance():
-    case = make_case(batch=2, seq_len=8, vocab=531, dim=48, seed=fresh_seed())
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bf16_gradients_within_tolerance(backend):
+    case = make_case(batch=2, seq_len=8, vocab=531, dim=48)
     coefficients = (torch.ones(2), torch.zeros(case.ids.shape))
     ref = gradients(reward_loss(case, *(t := leaves(case, torch.float64, False)), "reference", coefficients), t)
-    for backend in BACKENDS:
-        got = gradients(reward_loss(case, *(t := leaves(case, torch.bfloat16, False)), backend, coefficients), t)
-        for a, b in zip(got, ref):
-            assert a.dtype == torch.bfloat16
-            assert relative_error(a, b) <= 3e-2, f"seed {case.seed}: {backend}"
+    got = gradients(reward_loss(case, *(t := leaves(case, torch.bfloat16, False)), backend, coefficients), t)
+    for a, b in zip(got, ref):
+        assert a.dtype == torch.bfloat16
+        assert relative_error(a, b) <= 3e-2, f"seed {case.seed}"

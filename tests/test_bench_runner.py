@@ -13,7 +13,7 @@ from endokernel.cli import main
 def test_runner_writes_table_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     main(["bench", "--device", "cpu", "--shapes", "32:1000", "--tokens", "64", "--dtypes", "float32",
-          "--methods", "floor,torch,triton", "--repeats", "2", "--out-dir", str(tmp_path), "--no-e2e"])
+          "--methods", "floor,torch,triton", "--repeats", "2", "--out-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "| 64 | endokernel torch |" in out and "| 64 | floor: matmul, fastest tile dtype |" in out
     assert "triton at N=64 (needs a CUDA GPU)" in out
@@ -85,6 +85,16 @@ def test_quick_and_explicit_options_combine():
     settings = _settings(["--device", "cpu", "--quick", "--tokens", "256"])
     assert settings.tokens == (256,) and [h.name for h in settings.heads] == ["qwen3-4b"]
     assert settings.repeats == 2
+
+
+def test_presets_set_the_options_and_given_options_win():
+    settings = _settings(["--preset", "cpp-forward"])
+    assert settings.device.type == "cpu" and settings.tokens == (256, 2048)
+    assert settings.methods == ("floor", "torch", "cpp") and [h.name for h in settings.heads] == ["d1024-v151936"]
+    backward = _settings(["--preset", "cpp-backward", "--tokens", "64", "--repeats", "1"])
+    assert backward.tokens == (64,) and backward.repeats == 1 and "cpp+bwd" in backward.methods
+    with pytest.raises(SystemExit):
+        _settings(["--preset", "no-such-preset"])
 
 
 def test_cli_reports_bad_options_without_a_traceback():

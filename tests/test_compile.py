@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from cases import make_case
 from endokernel import fused_endogenous_reward, fused_token_logprobs, ops, token_statistics
+
+from cases import make_case
 
 
 def training_step(hidden, weight, bias, ids, mask, prompt_len):
@@ -36,7 +37,8 @@ def test_compiled_with_inductor_runs():
     case = make_case(batch=2, seq_len=6, vocab=97, dim=16)
     h = case.hidden.clone().requires_grad_()
     torch._dynamo.reset()
-    step = torch.compile(lambda h: fused_endogenous_reward(h, case.weight, case.ids, prompt_len=2).sum(), fullgraph=True)
+    step = torch.compile(lambda h: fused_endogenous_reward(h, case.weight, case.ids, prompt_len=2).sum(),
+                         fullgraph=True)
     step(h).backward()
     eager = case.hidden.clone().requires_grad_()
     fused_endogenous_reward(eager, case.weight, case.ids, prompt_len=2).sum().backward()

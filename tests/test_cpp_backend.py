@@ -1,44 +1,23 @@
-"""The C++ CPU backend against the float64 reference: every parity case, poisoned outputs, small tiles,
-bitwise reproducibility for 1 and 2 threads, bad input, gradients (the C++ backward called directly with
-small blocks, and through autograd) and the logits-free memory bound."""
+"""The C++ CPU backend's own settings (its parity cases, errors and gradients run with every backend's in
+test_parity, test_errors and test_autograd): small tiles and blocks against the float64 reference, bitwise
+reproducibility for 1 and 2 threads, the backward called directly, and the logits-free memory bound."""
 
 import sys
 
 import pytest
 import torch
 
-import endokernel._core.alloc
-from cases import make_case, relative_error
-from endokernel import cpp_available, fused_token_logprobs, token_statistics
+from endokernel import cpp_available, token_statistics
+from endokernel._core.transform import LogitTransform
 from endokernel.backends import reference
 from endokernel.backends.cpp import backend as cpp_backend
-from endokernel._core.transform import LogitTransform
-from test_errors import BAD, call
-from test_parity import CASES, TOLERANCE, score
+
+from cases import make_case, on_one_and_two_threads, relative_error
 
 if not cpp_available():
     pytest.skip("endokernel's C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)", allow_module_level=True)
 
 MiB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("name", CASES)
-def test_rewards_match_reference(name, dtype):
-    case = make_case(**CASES[name], dtype=dtype)
-    rewards, per_token = score(case, "cpp")
-    ref_rewards, ref_per_token = score(case.cast(torch.float64), "reference")
-    assert rewards.dtype == per_token.dtype == torch.float32
-    assert relative_error(rewards, ref_rewards) <= TOLERANCE[dtype], f"seed {case.seed}"
-    assert relative_error(per_token, ref_per_token) <= TOLERANCE[dtype], f"seed {case.seed}"
-    assert torch.equal(per_token != 0, ref_per_token != 0), f"seed {case.seed}"
-    again = score(case, "cpp")
-    assert torch.equal(again[0], rewards) and torch.equal(again[1], per_token), "not bitwise reproducible"
 
 
 def kernel_outputs(hidden, weight, rows, targets, transform, dtype, **blocks):
@@ -69,44 +48,6 @@ def test_small_tiles_and_entropy_match_reference(softcap, matmul_dtype):
     assert not got[0][:4].any()
 
 
-def test_token_statistics_and_entropy_match_reference():
-    case = make_case(batch=2, seq_len=7, vocab=1031, dim=100, alpha=0.5, bias=True, softcap=5.0)
-    targets = case.ids.clone()
-    targets[0, :3] = -1
-    kwargs = {k: case.kwargs[k] for k in ("alpha", "bias", "softcap")}
-    got = token_statistics(case.hidden, case.weight, targets, backend="cpp", **kwargs)
-    ref = token_statistics(case.hidden.double(), case.weight.double(), targets, backend="reference",
-                           **{**kwargs, "bias": kwargs["bias"].double()})
-    assert relative_error(got.chosen_logit, ref.chosen_logit) <= 1e-5, f"seed {case.seed}"
-    assert relative_error(got.lse, ref.lse) <= 1e-5, f"seed {case.seed}"
-    logprobs, entropy = fused_token_logprobs(case.hidden, case.weight, case.ids, temperature=0.8, return_entropy=True,
-                                             backend="cpp")
-    ref_logprobs, ref_entropy = fused_token_logprobs(case.hidden.double(), case.weight.double(), case.ids,
-                                                     temperature=0.8, return_entropy=True, backend="reference")
-    assert relative_error(logprobs, ref_logprobs) <= 1e-5 and relative_error(entropy, ref_entropy) <= 1e-5
-
-
-def test_float64_inputs_match_reference():
-    case = make_case(batch=2, seq_len=9, vocab=1031, dim=48, softcap=3.0, dtype=torch.float64)
-    rewards, per_token = score(case, "cpp")
-    ref_rewards, ref_per_token = score(case, "reference")
-    assert rewards.dtype == torch.float64
-    assert relative_error(rewards, ref_rewards) <= 1e-12 and relative_error(per_token, ref_per_token) <= 1e-12
-
-
-def on_one_and_two_threads(fn):
-    """[fn() with torch.set_num_threads(1), fn() with 2]."""
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(fn())
-    finally:
-        torch.set_num_threads(threads)
-    return results
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_one_and_two_threads_agree_bitwise(dtype):
     """Many token tiles (N = 600 > 128) and a vocab tail: each position's reduction order is fixed; D past the
@@ -116,13 +57,6 @@ def test_one_and_two_threads_agree_bitwise(dtype):
                                                                bias=case.kwargs["bias"], softcap=6.0, backend="cpp"))
     assert torch.equal(one.chosen_logit, two.chosen_logit)
     assert torch.equal(one.lse, two.lse)
-
-
-@pytest.mark.parametrize("over,error,message", [b for b in BAD if "backend" not in b[0]],
-                         ids=[str(i) for i, b in enumerate(BAD) if "backend" not in b[0]])
-def test_bad_input_raises_as_on_other_backends(over, error, message):
-    with pytest.raises(error, match=message):
-        call(**over, backend="cpp")
 
 
 def test_gradients_match_reference():

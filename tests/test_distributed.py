@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
+
 import ranks
 from cases import make_case, relative_error
-from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
 
 TOL = 1e-5  # normwise relative error against the single-process result (fp32)
 # bf16: a CPU with bf16 units multiplies in bf16, whose rounding may follow the vocabulary's blocking; the

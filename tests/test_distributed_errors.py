@@ -6,9 +6,10 @@ import re
 import pytest
 import torch.distributed as dist
 
+from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
+
 import ranks
 from cases import make_case
-from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
 
 CASE = make_case(batch=2, seq_len=9, vocab=31, dim=8, seed=5)
 BLOCKS = [16, 15]

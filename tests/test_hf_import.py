@@ -41,4 +41,4 @@ def test_lazy_export_and_unknown_names():
 
     assert endokernel.EndogenousRewardModel is EndogenousRewardModel
     with pytest.raises(AttributeError, match="NoSuchThing"):
-        endokernel.NoSuchThing
+        _ = endokernel.NoSuchThing

@@ -4,11 +4,11 @@ tied embeddings (Llama), Qwen3, Gemma-2's final logit softcapping, Cohere's logi
 logits_scaling."""
 
 import pytest
-import torch
 
-import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
 from endokernel.hf.modeling import output_head
+
+import hf_fixtures as fx
 
 RTOL = 1e-4
 SETTINGS = [(1.0, {}), (0.7, {"gamma": 0.9, "beta": 0.3})]  # (alpha, discount): defaults, then all changed

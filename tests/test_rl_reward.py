@@ -5,9 +5,10 @@ normalization and clipping, the model shared (never copied, no logits, no autogr
 import pytest
 import torch
 
-import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
 from endokernel.rl import EndogenousRewardFunction
+
+import hf_fixtures as fx
 
 LONG = ("Tell me a long story.", "Once upon a time " * 300)  # over the model's 1024 positions
 

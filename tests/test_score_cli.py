@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-import hf_fixtures as fx
 from endokernel import EndogenousRewardModel
 from endokernel.cli import main
 from endokernel.rl import EndogenousRewardFunction
+
+import hf_fixtures as fx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_POSITIONS = 256

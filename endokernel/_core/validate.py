@@ -14,7 +14,8 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 REFERENCE_DTYPES = FLOAT_DTYPES + (torch.float64,)  # float64 only on the reference and torch backends
 
 
-def unpack_lm_head(lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def unpack_lm_head(lm_head: torch.Tensor | torch.nn.Module,
+                   bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight (V, D), bias (V,) or None) from a tensor or an ``nn.Linear``-like module."""
     if isinstance(lm_head, torch.nn.Module):
         weight = getattr(lm_head, "weight", None)
@@ -30,15 +31,15 @@ def unpack_lm_head(lm_head: torch.Tensor | torch.nn.Module, bias: torch.Tensor |
 
 
 def check_head(weight: torch.Tensor, bias: torch.Tensor | None, hidden: torch.Tensor, backend: str) -> None:
-    allowed = FLOAT_DTYPES if backend == "triton" else REFERENCE_DTYPES
-    if hidden.dtype not in allowed:
-        raise TypeError(f"hidden: dtype must be one of {allowed} on backend {backend!r}, got {hidden.dtype}")
     if weight.dim() != 2:
         raise ValueError(f"lm_head must be 2-D (V, D), got shape {tuple(weight.shape)}")
     if weight.shape[0] == 0:
         raise ValueError("lm_head has no rows (V = 0)")
     if weight.dtype != hidden.dtype:
         raise TypeError(f"lm_head dtype {weight.dtype} differs from hidden dtype {hidden.dtype}; cast one of them")
+    allowed = FLOAT_DTYPES if backend == "triton" else REFERENCE_DTYPES
+    if hidden.dtype not in allowed:
+        raise TypeError(f"hidden: dtype must be one of {allowed} on backend {backend!r}, got {hidden.dtype}")
     if hidden.shape[-1] != weight.shape[1]:
         raise ValueError(f"hidden has D={hidden.shape[-1]} features but lm_head has D={weight.shape[1]}")
     if bias is not None:
@@ -96,7 +97,8 @@ def row_lengths(attention_mask: torch.Tensor | None, batch: int, seq_len: int, d
     if not isinstance(attention_mask, torch.Tensor):
         raise TypeError(f"attention_mask must be a tensor, got {type(attention_mask).__name__}")
     if tuple(attention_mask.shape) != (batch, seq_len):
-        raise ValueError(f"attention_mask must have the shape of ids {(batch, seq_len)}, got {tuple(attention_mask.shape)}")
+        raise ValueError(f"attention_mask must have the shape of ids {(batch, seq_len)}, "
+                         f"got {tuple(attention_mask.shape)}")
     if attention_mask.device != device:
         raise ValueError(f"attention_mask is on {attention_mask.device} but ids is on {device}")
     mask = attention_mask.to(torch.int64)
@@ -128,7 +130,8 @@ def prompt_len_tensor(prompt_len: object, batch: int, device: torch.device) -> t
         return prompt_len.to(device=device, dtype=torch.int64).expand(batch)
     if isinstance(prompt_len, Integral) and not isinstance(prompt_len, bool):
         return torch.full((batch,), int(prompt_len), dtype=torch.int64, device=device)
-    if isinstance(prompt_len, (list, tuple)) and all(isinstance(p, Integral) and not isinstance(p, bool) for p in prompt_len):
+    if isinstance(prompt_len, (list, tuple)) and all(
+            isinstance(p, Integral) and not isinstance(p, bool) for p in prompt_len):
         if len(prompt_len) != batch:
             raise ValueError(f"prompt_len has {len(prompt_len)} entries for a batch of {batch} rows")
         return torch.tensor([int(p) for p in prompt_len], dtype=torch.int64, device=device)

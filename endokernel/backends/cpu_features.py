@@ -37,7 +37,8 @@ def cpu_model() -> str:
 
 
 def has_native_bf16() -> bool:
-    """True where oneDNN multiplies bf16 in hardware (AMX or AVX512-BF16); elsewhere bf16 is emulated, ~5x slower than fp32."""
+    """True where oneDNN multiplies bf16 in hardware (AMX or AVX512-BF16); elsewhere bf16 is emulated, ~5x slower
+    than fp32."""
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 

@@ -1,5 +1,6 @@
-"""The reference backend (``StatisticsBackend``), the readable statement of the statistics: materialize the (N, V) logits, then gather, logsumexp and
-entropy; the backward applies ``logits_grad`` to the whole materialized logits.
+"""The reference backend (``StatisticsBackend``), the readable statement of the statistics: materialize the
+(N, V) logits, then gather, logsumexp and entropy; the backward applies ``logits_grad`` to the whole
+materialized logits.
 
 Memory O(N * V): for tests, small inputs and float64 checks, not for production sizes.
 """

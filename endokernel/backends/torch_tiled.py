@@ -1,4 +1,5 @@
-"""The torch backend (``StatisticsBackend``): logits-free statistics in plain PyTorch: (token tile x vocab tile) matmuls into one reused buffer.
+"""The torch backend (``StatisticsBackend``): logits-free statistics in plain PyTorch, (token tile x vocab tile)
+matmuls into one reused buffer.
 
 Forward: tokens are the outer loop; each token tile is gathered and converted to the matmul dtype once, then
 meets the LM head tile by tile, each logits tile folded into a running (max, sum-exp[, entropy]) per position
@@ -28,7 +29,8 @@ VOCAB_BLOCK = 1024
 
 def _scaled_logits(h: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None, pre: float, post: float | None,
                    out: torch.Tensor) -> torch.Tensor:
-    """``z / divisor`` (see ``LogitTransform.folded_scales``) for one tile, written into ``out`` (h: (t, D), w_t: (D, v), out: (t, v))."""
+    """``z / divisor`` (see ``LogitTransform.folded_scales``) for one tile, written into ``out``
+    (h: (t, D), w_t: (D, v), out: (t, v))."""
     if bias is None:
         torch.mm(h, w_t, out=out)
         if pre != 1.0:
@@ -40,7 +42,8 @@ def _scaled_logits(h: torch.Tensor, w_t: torch.Tensor, bias: torch.Tensor | None
     return out
 
 
-def _chosen_logits(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, transform: LogitTransform) -> torch.Tensor:
+def _chosen_logits(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                   transform: LogitTransform) -> torch.Tensor:
     """``z[target]`` for one token tile as one dot product per position, in ``h``'s dtype (0 where target < 0)."""
     safe = targets.clamp_min(0)
     z = torch.linalg.vecdot(h, weight[safe].to(h.dtype))
@@ -74,7 +77,8 @@ def chosen_and_lse(
     pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(mm_dtype)
 
-    buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype, device=hidden.device)
+    buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype,
+                         device=hidden.device)
     exp_buffer = torch.empty_like(buffer) if entropy_out is not None else None
     for t0 in range(0, num_positions, token_block):
         block = slice(t0, t0 + token_block)
@@ -145,7 +149,8 @@ def backward(
     per_position = (lse.to(acc_dtype), None if entropy is None else entropy.to(acc_dtype), grad_chosen.to(acc_dtype),
                     grad_lse.to(acc_dtype), None if grad_entropy is None else grad_entropy.to(acc_dtype))
 
-    buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype, device=hidden.device)
+    buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype,
+                         device=hidden.device)
     for v0 in range(0, vocab, vocab_block):
         w = weight[v0 : v0 + vocab_block].to(mm_dtype)
         tile_bias = None if bias is None else bias[v0 : v0 + vocab_block]

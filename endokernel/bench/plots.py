@@ -28,7 +28,8 @@ def write(results: list[Result], out_dir: Path, stem: str) -> list[Path]:
             rows = sorted((r for r in measured if r.label == label), key=lambda r: r.tokens)
             time_ax.plot([r.tokens for r in rows], [r.median_s for r in rows], marker="o", label=label)
             grew = [r for r in rows if r.peak_extra_bytes]  # a log axis has no zero: no growth is no point
-            memory_ax.plot([r.tokens for r in grew], [r.peak_extra_bytes / 2**20 for r in grew], marker="o", label=label)
+            memory_ax.plot([r.tokens for r in grew], [r.peak_extra_bytes / 2**20 for r in grew], marker="o",
+                           label=label)
         time_ax.set_yscale("log")
         if any(r.peak_extra_bytes for r in measured):  # a log axis without a positive value cannot be drawn
             memory_ax.set_yscale("log")

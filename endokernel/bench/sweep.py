@@ -24,8 +24,8 @@ class Settings:
     """What to sweep. ``time_budget``: seconds of timed calls per (case, method) before repeats stop (one call
     always runs). ``max_call_seconds``: skip a call predicted, from the same method at a smaller N, to take
     longer, or on CPU from its warm-up probe where there is no smaller N (0: no limit); core methods (the floor,
-    endokernel) always run, and the per-token loop is capped by N instead. ``loop_max_tokens``: the per-token loop (and any ``small_n_only`` method) runs only
-    up to this N."""
+    endokernel) always run, and the per-token loop is capped by N instead. ``loop_max_tokens``: the per-token loop
+    (and any ``small_n_only`` method) runs only up to this N."""
 
     device: torch.device
     heads: tuple[Head, ...]

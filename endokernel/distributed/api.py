@@ -1,7 +1,8 @@
 """The public functions over process groups (``endokernel.api`` sends calls here, to the function of the same
 name): check the arguments on each rank, agree across ranks (``agree.py``), lay out the positions
 (``_core/layout.py``), compute this rank's statistics (``vocab_parallel.py``, on this rank's chunk:
-``context_parallel.py``) and finalize them (``_core/finalize.py``). Eager only: these paths are not traceable by ``torch.compile``.
+``context_parallel.py``) and finalize them (``_core/finalize.py``). Eager only: these paths are not traceable
+by ``torch.compile``.
 
 Every rank returns the whole result, bitwise the same on every rank. Gradients assume every rank computes the
 same loss from it (as in Megatron-LM): the hidden states' gradient is complete on every rank of a tp group;

@@ -136,7 +136,8 @@ class EndogenousRewardModel:
 
             inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
             results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
-            rewards = torch.tensor([reward for reward, _ in results], dtype=accumulation_dtype(output_head(self.model).weight.dtype))
+            dtype = accumulation_dtype(output_head(self.model).weight.dtype)
+            rewards = torch.tensor([reward for reward, _ in results], dtype=dtype)
             per_token = [tokens for _, tokens in results]
         return (rewards, per_token) if return_per_token else rewards
 

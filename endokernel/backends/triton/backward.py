@@ -82,7 +82,8 @@ def grad_hidden_kernel(
         for d0 in range(0, dim, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             d_mask = offs_d < dim
-            w = tl.load(w_rows[:, None] + offs_d[None, :] * stride_wd, mask=v_mask[:, None] & d_mask[None, :], other=0.0)
+            w = tl.load(w_rows[:, None] + offs_d[None, :] * stride_wd, mask=v_mask[:, None] & d_mask[None, :],
+                        other=0.0)
             if DOT_IN_FP32:
                 w = w.to(tl.float32)
             acc_ptrs = acc_rows[:, None] + offs_d[None, :]
@@ -125,7 +126,8 @@ def grad_weight_kernel(
             for d0 in range(0, dim, BLOCK_D):
                 offs_d = d0 + tl.arange(0, BLOCK_D)
                 d_mask = offs_d < dim
-                h = tl.load(h_rows[:, None] + offs_d[None, :] * stride_hd, mask=t_mask[:, None] & d_mask[None, :], other=0.0)
+                h = tl.load(h_rows[:, None] + offs_d[None, :] * stride_hd,
+                            mask=t_mask[:, None] & d_mask[None, :], other=0.0)
                 if DOT_IN_FP32:
                     h = h.to(tl.float32)
                 acc_ptrs = acc_rows[:, None] + offs_d[None, :]
@@ -179,7 +181,8 @@ def backward(
     common = (num_positions, vocab, dim, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
               *transform_scalars(transform))
     meta = dict(HAS_ENTROPY=has_entropy, **kernel_flags(hidden, transform), BLOCK_T=config.block_t,
-                BLOCK_V=config.block_v, BLOCK_D=config.block_d, num_warps=config.num_warps, num_stages=config.num_stages)
+                BLOCK_V=config.block_v, BLOCK_D=config.block_d, num_warps=config.num_warps,
+                num_stages=config.num_stages)
 
     grad_h = grad_w = grad_b = None
     if needs[0]:
