@@ -20,26 +20,27 @@ import time
 
 import torch
 
+from endokernel.bench.environment import describe, slug
+from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right
+from endokernel.hf.conversation import encode_pairs
+from endokernel.hf.rmbench_data import load_examples
+from endokernel.hf.tiny import tiny_model, train_tokenizer
+from endokernel.rl import EndogenousRewardFunction
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from endokernel.bench.environment import describe, slug  # noqa: E402
-from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right  # noqa: E402
-from endokernel.hf.conversation import encode_pairs  # noqa: E402
-from endokernel.rl import EndogenousRewardFunction  # noqa: E402
-
-import hf_fixtures as fx  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
+RMBENCH_CHAT = ROOT.parent / "shared" / "data" / "rm-bench" / "chat_filtered.json"
 RTOL = 1e-4
 FAST, NAIVE = "endokernel (score path)", "naive (full logits)"
 
 
-def rl_batch(tokenizer, count: int, tokens: int) -> tuple[list[str], list[str]]:
-    """``count`` short prompts and completions cut from the training text at ``tokens``-token boundaries."""
-    ids = tokenizer(" ".join(fx.training_text()), add_special_tokens=False).input_ids
+def rl_batch(tokenizer, texts: list[str], prompts: list[str], count: int,
+             tokens: int) -> tuple[list[str], list[str]]:
+    """``count`` prompts (RM-Bench's, in turn) and completions cut from ``texts`` at ``tokens``-token boundaries."""
+    ids = tokenizer(" ".join(texts), add_special_tokens=False).input_ids
     ids = ids * (count * tokens // len(ids) + 1)
     completions = [tokenizer.decode(ids[i * tokens : (i + 1) * tokens]) for i in range(count)]
-    return [fx.PAIRS[i % len(fx.PAIRS)][0] for i in range(count)], completions
+    return [prompts[i % len(prompts)] for i in range(count)], completions
 
 
 @torch.no_grad()
@@ -68,10 +69,12 @@ def naive_rewards(reward: EndogenousRewardFunction, prompts: list[str], completi
 
 
 def measure(hidden: int, layers: int, vocab: int, count: int, tokens: int, repeats: int) -> dict:
-    tokenizer = fx.make_tokenizer(vocab)
-    model = fx.make_model("qwen3", len(tokenizer), hidden=hidden, layers=layers, max_positions=4096)
+    examples = load_examples([str(RMBENCH_CHAT)])
+    texts = [text for ex in examples for text in (ex.prompt, *ex.chosen, *ex.rejected)]
+    tokenizer = train_tokenizer(texts, vocab)
+    model = tiny_model("qwen3", len(tokenizer), hidden=hidden, layers=layers, max_positions=4096)
     reward = EndogenousRewardFunction(model, tokenizer)  # gamma 1, the RL default
-    prompts, completions = rl_batch(tokenizer, count, tokens)
+    prompts, completions = rl_batch(tokenizer, texts, [ex.prompt for ex in examples], count, tokens)
     lengths = [len(ids) - start for ids, start in encode_pairs(reward.reward_model, prompts, completions)]
     label = f"Qwen3-shaped D={hidden}, {layers} layers, V={len(tokenizer)}"
     print(f"{label}: {count} completions of {min(lengths)}-{max(lengths)} tokens", file=sys.stderr, flush=True)
@@ -121,6 +124,8 @@ def main() -> None:
         raise SystemExit(f"--models: expected HIDDENxLAYERSxVOCAB,..., got {args.models!r}")
     if min(args.completions, args.tokens, args.repeats) < 1:
         raise SystemExit("--completions, --tokens and --repeats must be >= 1")
+    if not RMBENCH_CHAT.is_file():
+        raise SystemExit(f"RM-Bench chat data not found at {RMBENCH_CHAT}")
 
     runs = [measure(*map(int, shape), args.completions, args.tokens, args.repeats) for shape in shapes]
     info = describe(torch.device("cpu"))

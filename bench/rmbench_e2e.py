@@ -1,7 +1,7 @@
 """RM-Bench chat end to end on CPU: all 129 x 6 responses scored with a tiny random-weight Qwen3-shaped model,
 by ``EndogenousRewardModel.score`` (length-bucketed batches, no logits) and by the original evaluation
 script's one-at-a-time loop (full forward with logits, ``.item()`` per token; restated in
-tests/hf_fixtures.py, as is the byte-level BPE tokenizer trained here on the same text). Checks that the
+``endokernel.hf.original``), with a byte-level BPE tokenizer trained here on the same text. Checks that the
 rewards agree, prints a markdown table and writes JSON to bench/results/<device>-<date>-rmbench-e2e.json.
 
     python bench/rmbench_e2e.py [--models 256x4x8192,64x2x1024 --max-tokens 8192 --chunk 16]
@@ -23,14 +23,15 @@ import time
 
 import torch
 
+from endokernel import EndogenousRewardModel
+from endokernel.bench.environment import describe, slug
+from endokernel.hf.original import original_reward
+from endokernel.hf.rmbench_data import load_examples
+from endokernel.hf.tiny import tiny_model, train_tokenizer
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from endokernel import EndogenousRewardModel  # noqa: E402
-from endokernel.bench.environment import describe, slug  # noqa: E402
-
-import hf_fixtures as fx  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
+RMBENCH_CHAT = ROOT.parent / "shared" / "data" / "rm-bench" / "chat_filtered.json"
 RTOL = 1e-4
 
 
@@ -42,12 +43,12 @@ def relative_difference(actual: list[float], expected: list[float]) -> float:
 def measure(hidden: int, layers: int, vocab: int, max_tokens: int, chunk: int) -> dict:
     """Both methods on all chat responses with one tiny model; seconds, speedup and agreement. The methods
     alternate every ``chunk`` examples, so that other jobs on a shared machine slow both alike."""
-    tokenizer = fx.make_tokenizer(vocab)
-    model = fx.make_model("qwen3", len(tokenizer), hidden=hidden, layers=layers, max_positions=4096)
+    examples = load_examples([str(RMBENCH_CHAT)])
+    tokenizer = train_tokenizer([text for ex in examples for text in (ex.prompt, *ex.chosen, *ex.rejected)], vocab)
+    model = tiny_model("qwen3", len(tokenizer), hidden=hidden, layers=layers, max_positions=4096)
     reward_model = EndogenousRewardModel(model, tokenizer)
-    examples = fx.rmbench_chat()
-    prompts = [ex["prompt"] for ex in examples for _ in range(6)]
-    responses = [text for ex in examples for text in (*ex["chosen"], *ex["rejected"])]
+    prompts = [ex.prompt for ex in examples for _ in range(6)]
+    responses = [text for ex in examples for text in (*ex.chosen, *ex.rejected)]
     tokens = sum(len(ids) for ids, _ in reward_model.encode(prompts, responses))
     name = f"Qwen3-shaped D={hidden}, {layers} layers, V={len(tokenizer)}"
     print(f"{name}: {len(responses)} responses, {tokens} tokens", file=sys.stderr, flush=True)
@@ -61,7 +62,7 @@ def measure(hidden: int, layers: int, vocab: int, max_tokens: int, chunk: int) -
         batched += reward_model.score(prompts[part], responses[part], max_tokens=max_tokens).tolist()
         batched_s += time.perf_counter() - start
         start = time.perf_counter()
-        original += [fx.original_reward(model, tokenizer, p, r) for p, r in zip(prompts[part], responses[part])]
+        original += [original_reward(model, tokenizer, p, r) for p, r in zip(prompts[part], responses[part])]
         original_s += time.perf_counter() - start
     print(f"  score: {batched_s:.1f} s, original loop: {original_s:.1f} s", file=sys.stderr, flush=True)
     difference = relative_difference(batched, original)
@@ -85,8 +86,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16,
                         help="examples per score() call; the methods alternate chunk by chunk (default 16)")
     args = parser.parse_args()
-    if not fx.has_rmbench():
-        raise SystemExit(f"RM-Bench chat data not found in {fx.RMBENCH}")
+    if not RMBENCH_CHAT.is_file():
+        raise SystemExit(f"RM-Bench chat data not found at {RMBENCH_CHAT}")
     shapes = [spec.split("x") for spec in args.models.split(",")]
     if not all(len(shape) == 3 and all(n.isdigit() and int(n) > 0 for n in shape) for shape in shapes):
         raise SystemExit(f"--models: expected HIDDENxLAYERSxVOCAB,..., got {args.models!r}")

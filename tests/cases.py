@@ -1,10 +1,14 @@
 """What the tests share: the backends to parametrize over, random inputs for parity tests (odd sizes, padded
 batches, per-row prompt lengths, every transform), the parity cases and their tolerances, the table of bad
-arguments, and the comparison helpers. Every test module imports from here, none from another test module."""
+arguments, the comparison helpers, and for the Hugging Face tests a tokenizer, tiny models and RM-Bench
+examples. Every test module imports from here, none from another test module."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import pathlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -164,3 +168,105 @@ BAD_BACKEND = [
           backend="triton"), TypeError, "hidden: dtype"),
     (dict(backend="cuda"), ValueError, "backend must be one of"),
 ]
+
+
+# --- Hugging Face: a tokenizer trained here, tiny random-weight models, RM-Bench examples when the data is there
+
+RMBENCH = pathlib.Path(__file__).parents[1].parent / "shared" / "data" / "rm-bench"
+
+# Used when the RM-Bench data is missing: enough text to train a few hundred merges.
+CORPUS = [
+    "What are different drawers I should have for clothes?",
+    "Organize your wardrobe with drawers for socks, shirts, trousers, sweaters and accessories.",
+    "Write a function that returns the sum of the squares of a list of numbers.",
+    "def sum_of_squares(numbers):\n    return sum(n * n for n in numbers)\n",
+    "How do I bake bread at home? Mix flour, water, salt and yeast, knead, let it rise, then bake it hot.",
+    "I cannot help with that request, but here is some general safety information instead.",
+    "The capital of France is Paris; the capital of Italy is Rome; the capital of Spain is Madrid.",
+    "**Tips:**\n1. Sleep well.\n2. Drink water.\n3. Take short walks between long tasks.",
+    "Explain recursion: a function that calls itself on a smaller input until it reaches a base case.",
+    "Thank you! Let me know if you have any other questions about cooking, coding or travel.",
+] * 20
+
+# Hand-written (prompt, response) pairs of varied lengths, used when RM-Bench is missing and beside it.
+PAIRS = [
+    ("What is 2 + 2?", "2 + 2 is 4."),
+    ("Name a fruit.", "An apple."),
+    ("Write a haiku about rain.", "Soft rain on the roof,\nthe garden drinks it slowly,\nclouds drift to the sea."),
+    ("How do I reverse a list in Python?", "Use `items[::-1]` for a reversed copy, or `items.reverse()` in place."),
+    ("Say nothing.", ""),
+    ("Give three tips for sleeping well.",
+     "**Tips:**\n1. Keep a regular schedule.\n2. Avoid screens late.\n3. Keep the room cool and dark."),
+]
+
+
+def has_rmbench() -> bool:
+    return (RMBENCH / "chat_filtered.json").is_file()
+
+
+@functools.lru_cache(maxsize=None)
+def rmbench_chat() -> tuple[dict, ...]:
+    """The 129 RM-Bench chat examples (call only when ``has_rmbench()``)."""
+    return tuple(json.loads((RMBENCH / "chat_filtered.json").read_text()))
+
+
+def training_text() -> list[str]:
+    if not has_rmbench():
+        return CORPUS
+    return [text for ex in rmbench_chat() for text in (ex["prompt"], *ex["chosen"], *ex["rejected"])]
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_json(vocab_size: int) -> str:
+    from endokernel.hf.tiny import train_tokenizer
+
+    return train_tokenizer(training_text(), vocab_size).backend_tokenizer.to_str()
+
+
+def make_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained here on RM-Bench chat text (or CORPUS), with <pad>/<s>/</s> (trained
+    once per size, a fresh copy per call)."""
+    import transformers
+    from tokenizers import Tokenizer
+
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size)),
+                                                bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def make_chat_tokenizer(vocab_size: int = 512):
+    """``make_tokenizer`` with ``endokernel.hf.tiny.CHAT_TEMPLATE`` as its chat template."""
+    from endokernel.hf.tiny import CHAT_TEMPLATE
+
+    tokenizer = make_tokenizer(vocab_size)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_model(arch: str, vocab_size: int, *, seed: int = 0, **config_kwargs):
+    """A seeded tiny random-weight causal LM (``endokernel.hf.tiny.tiny_model``)."""
+    from endokernel.hf.tiny import tiny_model
+
+    return tiny_model(arch, vocab_size, seed=seed, **config_kwargs)
+
+
+def sample_pairs(count: int, max_chars: int = 900) -> list[tuple[str, str]]:
+    """``count`` (prompt, response) pairs: RM-Bench chat responses of at most ``max_chars`` characters with
+    their prompt, in turn of each style (concise, detailed plain, detailed markdown), when the data is there;
+    else PAIRS repeated."""
+    if not has_rmbench():
+        return [PAIRS[i % len(PAIRS)] for i in range(count)]
+    by_style: list[list[tuple[str, str]]] = [[], [], []]
+    for ex in rmbench_chat():
+        for style, response in enumerate(ex["chosen"] + ex["rejected"]):
+            if len(ex["prompt"]) + len(response) <= max_chars:
+                by_style[style % 3].append((ex["prompt"], response))
+    return [by_style[i % 3][(7 * (i // 3)) % len(by_style[i % 3])] for i in range(count)]
+
+
+def handwritten_examples(count: int = 5) -> list[dict]:
+    """RM-Bench-format records built from PAIRS (3 chosen and 3 rejected responses each)."""
+    texts = [response for _, response in PAIRS if response]
+    return [{"id": 100 + i, "prompt": PAIRS[i % len(PAIRS)][0],
+             "chosen": [texts[(i + k) % len(texts)] for k in range(3)],
+             "rejected": [texts[(i + k + 3) % len(texts)] + " Maybe." for k in range(3)]}
+            for i in range(count)]

@@ -16,7 +16,7 @@ from endokernel.cli import main
 from endokernel.distributed.data_parallel import shard_by_tokens
 from endokernel.distributed.launch import on_first_rank
 
-import hf_fixtures as fx
+import cases as fx
 import ranks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from endokernel.cli import main
 from endokernel.hf.accuracy import rmbench_accuracy
 from endokernel.hf.rmbench_data import load_examples
 
-import hf_fixtures as fx
+import cases as fx
 
 
 def write_json(path, records):

@@ -6,8 +6,9 @@ import torch
 
 from endokernel import EndogenousRewardModel
 from endokernel.hf.batching import length_buckets
+from endokernel.hf.original import original_reward
 
-import hf_fixtures as fx
+import cases as fx
 
 LONG = ("Tell me a long story.", "Once upon a time " * 80)  # over the models' 256 positions here
 
@@ -63,7 +64,7 @@ def test_score_never_builds_logits(tokenizer, monkeypatch):
 def test_bfloat16_model_within_tolerance_of_float32_original(tokenizer):
     pairs = fx.sample_pairs(4)
     model = fx.make_model("gemma2", len(tokenizer))
-    expected = [fx.original_reward(model, tokenizer, p, r) for p, r in pairs]
+    expected = [original_reward(model, tokenizer, p, r) for p, r in pairs]
     reward_model = EndogenousRewardModel(model, tokenizer)
     model.to(torch.bfloat16)  # after wrapping: the wrapper must follow the model
     rewards = reward_model.score([p for p, _ in pairs], [r for _, r in pairs])

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from endokernel import EndogenousRewardModel
+from endokernel.hf.original import original_reward, original_reward_ids
+from endokernel.hf.tiny import CHAT_TEMPLATE
 from endokernel.rl import EndogenousRewardFunction
 
-import hf_fixtures as fx
+import cases as fx
 
 LONG = ("Tell me a long story.", "Once upon a time " * 300)  # over the model's 1024 positions
 
@@ -34,7 +36,7 @@ def test_plain_text_equals_score_and_the_original_loop(model, tokenizer):
     assert isinstance(values, list) and all(type(v) is float for v in values)
     expected = EndogenousRewardModel(model, tokenizer, alpha=0.7).score(prompts, completions, gamma=1.0, beta=0.3)
     assert values == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-7)
-    original = [fx.original_reward(model, tokenizer, p, c, alpha=0.7, gamma=1.0, beta=0.3)
+    original = [original_reward(model, tokenizer, p, c, alpha=0.7, gamma=1.0, beta=0.3)
                 for p, c in zip(prompts, completions)]
     assert values == pytest.approx(original, rel=1e-4, abs=1e-6)
     # gamma defaults to 1 here, 0.95 in EndogenousRewardModel: the discount must change nonempty rewards
@@ -61,7 +63,7 @@ def test_conversational_pairs_equal_their_rendering_scored_directly(model, token
         assert whole.startswith(head) and head.startswith("<s><|")
         head_ids = tokenizer(head, add_special_tokens=False).input_ids
         tail_ids = tokenizer(whole[len(head):], add_special_tokens=False).input_ids
-        expected.append(fx.original_reward_ids(model, head_ids + tail_ids, len(head_ids), gamma=1.0))
+        expected.append(original_reward_ids(model, head_ids + tail_ids, len(head_ids), gamma=1.0))
     assert head_ids.count(tokenizer.bos_token_id) == 1  # the template's BOS, none added on top
     assert values == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
@@ -85,7 +87,7 @@ def test_a_given_chat_template_replaces_the_tokenizers(model):
     prompt, completion = conversation("Name a fruit.", "An apple.")
     with pytest.raises(ValueError, match="no chat template; pass chat_template"):
         EndogenousRewardFunction(model, bare)([prompt], [completion])
-    with_template = EndogenousRewardFunction(model, bare, chat_template=fx.CHAT_TEMPLATE)([prompt], [completion])
+    with_template = EndogenousRewardFunction(model, bare, chat_template=CHAT_TEMPLATE)([prompt], [completion])
     assert with_template == EndogenousRewardFunction(model, fx.make_chat_tokenizer())([prompt], [completion])
 
 

@@ -13,9 +13,10 @@ import pytest
 
 from endokernel import EndogenousRewardModel
 from endokernel.cli import main
+from endokernel.hf.original import original_reward_ids
 from endokernel.rl import EndogenousRewardFunction
 
-import hf_fixtures as fx
+import cases as fx
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_POSITIONS = 256
@@ -108,7 +109,7 @@ def test_a_whole_text_is_one_sequence(saved_model, reward_model, tmp_path):
     (written,) = score(saved_model, path, tmp_path / "text.jsonl", "--per-token", "--gamma", "1", source="--text")
     ids = reward_model.tokenizer(text).input_ids
     assert written["text"] == str(path) and len(written["per_token"]) == len(ids) - 1
-    expected = fx.original_reward_ids(reward_model.model, ids, 1, gamma=1.0)
+    expected = original_reward_ids(reward_model.model, ids, 1, gamma=1.0)
     assert written["reward"] == pytest.approx(expected, rel=1e-4)
 
     path.write_text(text * 20)  # over the 256 positions: an error, not a crash
