@@ -1,0 +1,121 @@
+"""Kernel configurations: one deterministic default per (target, dtype, D) and the candidates autotuning tries.
+
+A target is Triton's ``GPUTarget`` (``backend`` 'cuda' or 'hip', ``arch`` 90 or 'gfx942', ``warp_size``), or
+``None`` for Triton's interpreter on CPU tensors. The defaults are the configurations the compile report
+(``endokernel kernels``) shows compiling without spills on sm_80, sm_90a, sm_100 and gfx942.
+
+Which knobs change the result's bits: ``block_v`` (the vocabulary tiles the online logsumexp folds, and the
+backward's G tiles), ``block_d`` (the order of the dot products' partial sums), ``epilogue_split`` (it folds
+half-tiles) and the number of vocab splits (``forward.choose_num_splits``: from the GPU's SM count). Those
+that do not, by construction of the kernels: ``block_t``, ``num_warps``, ``num_stages``, ``group_t``,
+``programs_per_sm`` and ``tma`` (each row's arithmetic is the same sequence of operations whichever block of
+rows, program or load path computes it); tests/test_triton_configs.py checks it under the interpreter, and on
+a GPU the instruction Triton picks for ``tl.dot`` may still differ with the block shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from triton.backends.compiler import GPUTarget
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes and launch options of the forward statistics kernel and the backward G kernel.
+
+    ``tma``: load through tensor descriptors (sm_90+); ``epilogue_split`` (1 or 2): fold the accumulator in
+    column halves so that its epilogue needs half the registers; ``group_t``: token tiles per group of the
+    grouped tile order; ``programs_per_sm``: size of the forward's persistent grid per multiprocessor."""
+
+    block_t: int
+    block_v: int
+    block_d: int
+    num_warps: int = 4
+    num_stages: int = 1
+    tma: bool = False
+    epilogue_split: int = 1
+    group_t: int = 8
+    programs_per_sm: int = 1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        """e.g. ``128x256x64 w8 s3 tma split2``."""
+        text = f"{self.block_t}x{self.block_v}x{self.block_d} w{self.num_warps} s{self.num_stages}"
+        return text + (" tma" if self.tma else "") + (f" split{self.epilogue_split}" if self.epilogue_split > 1 else "")
+
+
+INTERPRETER_CONFIG = KernelConfig(block_t=16, block_v=64, block_d=32)  # few large programs run fastest there
+
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+
+
+def supports_tma(target: GPUTarget | None) -> bool:
+    """Tensor descriptors lower to TMA on NVIDIA sm_90 and newer."""
+    return target is not None and target.backend == "cuda" and int(target.arch) >= 90
+
+
+def _is_amd(target: GPUTarget) -> bool:
+    return target.backend == "hip"
+
+
+def forward_default(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> KernelConfig:
+    """The forward's configuration for inputs of ``dtype`` with hidden size ``dim``."""
+    if target is None:
+        return INTERPRETER_CONFIG
+    if dtype == torch.float32:  # exact fp32 products run on FMA units: small register-friendly tiles
+        if _is_amd(target):
+            return KernelConfig(64, 64, 32, num_warps=4, num_stages=2)
+        if supports_tma(target):
+            return KernelConfig(64, 64, 8, num_warps=4, num_stages=3, tma=True)
+        return KernelConfig(64, 64, 16, num_warps=4, num_stages=3)
+    block_d = 64 if dim >= 64 else 32
+    if _is_amd(target):
+        return KernelConfig(128, 128, block_d, num_warps=8, num_stages=2)
+    if supports_tma(target):  # two consumer warpgroups of 64 x 256, the epilogue in four column slices
+        return KernelConfig(128, 256, block_d, num_warps=8, num_stages=3, tma=True, epilogue_split=4)
+    return KernelConfig(128, 128, 32, num_warps=8, num_stages=3, epilogue_split=2)
+
+
+def backward_default(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> KernelConfig:
+    """The backward G kernel's configuration: a GEMM tile with an elementwise epilogue that needs more
+    per-row values than the forward's (five upstream statistics, the one-hot term), so narrower tiles."""
+    if target is None:
+        return INTERPRETER_CONFIG
+    if dtype == torch.float32 and not _is_amd(target):
+        return KernelConfig(64, 64, 8, num_warps=4, num_stages=3, tma=supports_tma(target))
+    if supports_tma(target):
+        return KernelConfig(128, 128, 64 if dim >= 64 else 32, num_warps=8, num_stages=4, tma=True, epilogue_split=2)
+    return forward_default(target, dtype, dim)
+
+
+def forward_candidates(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> list[KernelConfig]:
+    """What autotuning tries (the default first)."""
+    default = forward_default(target, dtype, dim)
+    if target is None:
+        return [default, KernelConfig(32, 64, 32)]
+    if dtype == torch.float32:
+        shapes = [KernelConfig(32, 64, 16, num_warps=4), KernelConfig(64, 128, 8, num_warps=8)]
+    elif _is_amd(target):
+        shapes = [KernelConfig(128, 128, 32, num_warps=8), KernelConfig(64, 128, 64, num_warps=4),
+                  KernelConfig(128, 256, 32, num_warps=8, epilogue_split=4)]
+    elif supports_tma(target):
+        shapes = [KernelConfig(128, 256, 64, num_warps=8, num_stages=4, epilogue_split=4),
+                  KernelConfig(128, 128, 64, num_warps=8, num_stages=4, epilogue_split=2),
+                  KernelConfig(256, 128, 64, num_warps=8, epilogue_split=4),
+                  KernelConfig(128, 256, 64, num_warps=8, epilogue_split=4, programs_per_sm=2)]
+    else:
+        shapes = [KernelConfig(128, 128, 64, num_warps=8, epilogue_split=2), KernelConfig(64, 128, 64, num_warps=4),
+                  KernelConfig(128, 256, 32, num_warps=8, epilogue_split=4)]
+    candidates = [default] + [
+        replace(c, num_stages=c.num_stages if c.num_stages > 1 else default.num_stages, tma=default.tma,
+                block_d=min(c.block_d, default.block_d) if dtype != torch.float32 else c.block_d) for c in shapes]
+    return list(dict.fromkeys(candidates))
+
+
+def backward_candidates(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> list[KernelConfig]:
+    """The backward G kernel's candidates: its default, then the forward's."""
+    return list(dict.fromkeys([backward_default(target, dtype, dim), *forward_candidates(target, dtype, dim)]))
