@@ -1,18 +1,23 @@
 """Triton backward of the statistics: logits-free, deterministic, at library-GEMM speed.
 
-Per chunk of positions, ``grad_logits_kernel`` recomputes the chunk's logits tiles (with the forward's own
-``logits_tile`` / ``transform_logits``) and writes G = dL/d(W h + b) with the saved logsumexp (``logits_grad``)
-into a workspace of (chunk x V) in the inputs' dtype, plus fp32 column sums of G per token tile for the bias.
-Then two library GEMMs, in a fixed order, accumulate in fp32: dH[chunk] = G @ W and dW += G^T @ H[chunk].
-The chunk is as many positions as the workspace budget allows (``workspace_bytes``; default
-``DEFAULT_WORKSPACE_MIB`` MiB, or the ``ENDOKERNEL_WORKSPACE_MIB`` environment variable). No atomics anywhere:
-bitwise identical run to run. Extra memory: the workspace, fp32 dH (N x D) and dW (V x D).
-See docs/backends/triton.md for the roofline.
+The gradient G = dL/d(W h + b) (N x V) is produced a block at a time into a bounded workspace in the inputs'
+dtype: ``grad_logits_kernel`` recomputes the block's logits tiles (with the forward's own ``logits_tile`` /
+``transform_logits``), turns them into G with the saved logsumexp (``logits_grad``) and writes fp32 column sums
+of G per token tile for the bias. Two library GEMMs per block then accumulate in fp32, in a fixed order:
+
+- blocks of positions (all V columns): dH[block] = G @ W, dW += G^T @ H[block];
+- blocks of vocabulary rows (all N positions): dW[block] = G^T @ H, dH += G @ W[block].
+
+The axis is the one whose fp32 accumulator (dW, V x D, or dH, N x D) is re-read and re-written fewer bytes; the
+block is as large as the budget allows (``workspace_bytes``; else the ``ENDOKERNEL_WORKSPACE_MIB`` environment
+variable; default ``DEFAULT_WORKSPACE_MIB`` MiB). No atomics anywhere: bitwise identical run to run. Extra
+memory: the workspace, fp32 dH (N x D) and dW (V x D). Roofline: docs/backends/triton.md.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,7 +39,7 @@ from .runtime import (
 )
 from .tile import column_halves, grouped_tile, logits_grad, logits_tile, transform_logits
 
-DEFAULT_WORKSPACE_MIB = 256
+DEFAULT_WORKSPACE_MIB = 512
 
 
 @triton.jit
@@ -62,7 +67,7 @@ def grad_logits_kernel(
     h_src, w_src,  # descriptors (H_DESC / W_DESC) of the chunk's hidden rows and of the LM head, else pointers
     bias_ptr, rows_ptr, targets_ptr, lse_ptr, entropy_ptr, grad_chosen_ptr, grad_lse_ptr, grad_entropy_ptr,
     g_ptr, stride_gn,  # (C, V) workspace in the inputs' dtype
-    colsum_ptr,  # (tiles of C, V) fp32 column sums of G per token tile
+    colsum_ptr, stride_cn,  # (token tiles, V) fp32 column sums of G per token tile
     num_positions, vocab, dim,
     stride_hn, stride_hd, stride_wv, stride_wd,
     logit_scale, softcap, inv_temperature,
@@ -90,7 +95,7 @@ def grad_logits_kernel(
     if HAS_ENTROPY:
         entropy = tl.load(entropy_ptr + offs_t, mask=t_mask, other=0.0)
         grad_entropy = tl.load(grad_entropy_ptr + offs_t, mask=t_mask, other=0.0)
-    colsum_row = colsum_ptr + t_tile.to(tl.int64) * vocab
+    colsum_row = colsum_ptr + t_tile.to(tl.int64) * stride_cn
 
     logits = logits_tile(h_src, h_rows, t0, t_mask, w_src, v0, vocab, dim, stride_hd, stride_wv, stride_wd,
                          H_DESC, W_DESC, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
@@ -115,32 +120,49 @@ def workspace_budget(workspace_bytes: int | None = None) -> int:
     """Bytes the backward's workspace may take: ``workspace_bytes``, else ``ENDOKERNEL_WORKSPACE_MIB`` MiB, else
     ``DEFAULT_WORKSPACE_MIB`` MiB."""
     if workspace_bytes is not None:
+        if isinstance(workspace_bytes, bool) or not isinstance(workspace_bytes, int) or workspace_bytes < 1:
+            raise ValueError(f"workspace_bytes must be a positive integer, got {workspace_bytes!r}")
         return workspace_bytes
     text = os.environ.get("ENDOKERNEL_WORKSPACE_MIB")
     if text is None:
         return DEFAULT_WORKSPACE_MIB * 2**20
-    try:
-        mib = int(text)
-    except ValueError:
-        raise ValueError(f"ENDOKERNEL_WORKSPACE_MIB must be a positive integer (MiB), got {text!r}") from None
-    if mib < 1:
+    if not text.strip().isdigit() or int(text) < 1:
         raise ValueError(f"ENDOKERNEL_WORKSPACE_MIB must be a positive integer (MiB), got {text!r}")
-    return mib * 2**20
+    return int(text) * 2**20
 
 
-def padded_vocab(vocab: int, itemsize: int) -> int:
-    """The workspace's row length: V rounded up to 16 bytes (aligned rows for the GEMMs)."""
+def padded(length: int, itemsize: int) -> int:
+    """``length`` elements rounded up to 16 bytes: workspace rows aligned for the GEMMs."""
     per_16 = 16 // itemsize
-    return triton.cdiv(vocab, per_16) * per_16
+    return triton.cdiv(length, per_16) * per_16
 
 
-def chunk_positions(num_positions: int, vocab: int, dim: int, itemsize: int, block_t: int, budget: int,
-                    gathered: bool) -> int:
-    """Positions per chunk: the most whole token tiles whose G rows (and gathered hidden rows, when the
-    positions are not one range of hidden's rows) fit in ``budget`` bytes; at least one tile, at most all."""
-    per_position = (padded_vocab(vocab, itemsize) + (dim if gathered else 0)) * itemsize
-    tiles = max(1, budget // (per_position * block_t))
-    return min(tiles, triton.cdiv(num_positions, block_t)) * block_t
+@dataclass(frozen=True)
+class Blocks:
+    """How G is split: ``axis`` 'positions' (blocks of ``size`` positions, all V columns) or 'vocab' (blocks of
+    ``size`` vocabulary rows, all N positions)."""
+
+    axis: str
+    size: int
+
+
+def choose_blocks(num_positions: int, vocab: int, dim: int, itemsize: int, block_t: int, block_v: int,
+                  budget: int, gathered: bool) -> Blocks:
+    """The blocks whose fp32 accumulator traffic is the smaller, each as large as ``budget`` bytes allow (G
+    rows, plus the hidden rows gathered when the positions are not one range of hidden's rows; at least one
+    tile). Blocks of positions re-read and re-write dW (V x D) once per block after the first, blocks of
+    vocabulary rows dH (N x D)."""
+    per_position = (padded(vocab, itemsize) + (dim if gathered else 0)) * itemsize
+    positions = min(max(1, budget // (per_position * block_t)), triton.cdiv(num_positions, block_t)) * block_t
+    by_positions = Blocks("positions", positions)
+    gathered_all = num_positions * dim * itemsize if gathered else 0
+    rows = (budget - gathered_all) // (num_positions * itemsize) // block_v * block_v
+    if rows < block_v:
+        return by_positions
+    by_vocab = Blocks("vocab", min(rows, triton.cdiv(vocab, block_v) * block_v))
+    positions_traffic = (triton.cdiv(num_positions, by_positions.size) - 1) * vocab
+    vocab_traffic = (triton.cdiv(vocab, by_vocab.size) - 1) * num_positions
+    return by_vocab if vocab_traffic < positions_traffic else by_positions
 
 
 def plan_chunk(
@@ -158,9 +180,11 @@ def plan_chunk(
     target: GPUTarget | None,
     row_start: int | None,
 ) -> Launch:
-    """The G kernel for one chunk: ``rows``, ``targets`` and the five ``per_position`` (lse, entropy,
-    grad_chosen, grad_lse, grad_entropy; fp32, the entropy pair unused without ``has_entropy``) are the chunk's;
-    ``workspace`` is (>= chunk, V), row-major; ``colsum`` (token tiles, V) fp32 or None."""
+    """The G kernel for one block: positions ``rows`` (``targets`` relative to ``weight``'s first row) against
+    the vocabulary rows ``weight`` (a view of the LM head; ``transform.bias`` the same rows). The five
+    ``per_position`` (lse, entropy, grad_chosen, grad_lse, grad_entropy; fp32, the entropy pair unused without
+    ``has_entropy``) are the block's; ``workspace`` is (>= positions, >= vocab rows), row-major; ``colsum``
+    (token tiles, vocab rows) fp32 or None; ``row_start``: ``rows`` is the range ``row_start ..``."""
     num_positions = rows.numel()
     vocab, dim = weight.shape
     tma = config.tma and TensorDescriptor is not None and (target is None or supports_tma(target))
@@ -175,6 +199,7 @@ def plan_chunk(
         grad_logits_kernel, grid,
         (h_src, w_src, bias if bias is not None else weight, rows, targets, *per_position,
          workspace, workspace.stride(0), colsum if colsum is not None else per_position[0],
+         colsum.stride(0) if colsum is not None else 0,
          num_positions, vocab, dim, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
          *transform_scalars(transform)),
         dict(HAS_ENTROPY=has_entropy, **kernel_flags(hidden.dtype, "cpu" if target is None else "cuda", transform),
@@ -183,8 +208,43 @@ def plan_chunk(
              num_warps=config.num_warps, num_stages=config.num_stages))
 
 
+def workspace_layout(num_positions: int, vocab: int, dim: int, dtype: torch.dtype, device: torch.device,
+                     config: KernelConfig, budget: int, gathered: bool,
+                     needs_bias: bool) -> tuple[Blocks, torch.Tensor, torch.Tensor | None]:
+    """The blocks of G, the workspace that holds one block, and the bias column sums' buffer (or None)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    blocks = choose_blocks(num_positions, vocab, dim, itemsize, config.block_t, config.block_v, budget, gathered)
+    shape = ((blocks.size, padded(vocab, itemsize)) if blocks.axis == "positions"
+             else (num_positions, padded(blocks.size, itemsize)))
+    workspace = new_empty(shape, dtype=dtype, device=device)
+    colsum = (new_empty((triton.cdiv(shape[0], config.block_t), min(shape[1], vocab)), dtype=torch.float32,
+                        device=device) if needs_bias else None)
+    return blocks, workspace, colsum
+
+
+def plan_block(hidden: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor,
+               transform: LogitTransform, stats: tuple[torch.Tensor, ...], workspace: torch.Tensor,
+               colsum: torch.Tensor | None, positions: tuple[int, int], vocab_rows: tuple[int, int], *,
+               has_entropy: bool, config: KernelConfig, target: GPUTarget | None, row_start: int | None) -> Launch:
+    """The G kernel for positions ``positions`` (p0, p1) x vocabulary rows ``vocab_rows`` (v0, v1) of the whole
+    problem (``stats``: the five per-position fp32 tensors of ``plan_chunk``, for all positions)."""
+    (p0, p1), (v0, v1) = positions, vocab_rows
+    return plan_chunk(
+        hidden, weight[v0:v1], rows[p0:p1], targets[p0:p1] - v0 if v0 else targets[p0:p1],
+        replace(transform, bias=None if transform.bias is None else transform.bias[v0:v1]),
+        tuple(p[p0:p1] for p in stats), workspace, colsum, has_entropy=has_entropy, config=config, target=target,
+        row_start=None if row_start is None else row_start + p0)
+
+
+def first_block(blocks: Blocks, num_positions: int, vocab: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(positions, vocab rows) of the first block."""
+    if blocks.axis == "positions":
+        return (0, min(blocks.size, num_positions)), (0, vocab)
+    return (0, num_positions), (0, min(blocks.size, vocab))
+
+
 def matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
-    """``out = a @ b`` (``+= `` when ``accumulate``) into fp32 ``out``: one library GEMM, products in the inputs'
+    """``out = a @ b`` (``+=`` when ``accumulate``) into fp32 ``out``: one library GEMM, products in the inputs'
     dtype with fp32 accumulation."""
     beta = 1 if accumulate else 0
     if a.dtype == torch.float32:
@@ -216,51 +276,62 @@ def backward(
     num_positions = rows.numel()
     vocab, dim = weight.shape
     device = hidden.device
-    grad_h = new_empty((num_positions, dim), dtype=torch.float32, device=device) if needs[0] else None
-    grad_w = torch.zeros(vocab, dim, dtype=torch.float32, device=device) if needs[1] else None
+    budget = workspace_budget(workspace_bytes)
     grad_b = torch.zeros(vocab, dtype=torch.float32, device=device) if needs[2] else None
-    if num_positions == 0 or not any(needs):
+    if num_positions == 0:
+        grad_h = hidden.new_zeros((0, dim), dtype=torch.float32) if needs[0] else None
+        grad_w = torch.zeros(vocab, dim, dtype=torch.float32, device=device) if needs[1] else None
         return grad_h, grad_w, grad_b
+    # every element of these is written by the first GEMM into it (beta = 0)
+    grad_h = new_empty((num_positions, dim), dtype=torch.float32, device=device) if needs[0] else None
+    grad_w = new_empty((vocab, dim), dtype=torch.float32, device=device) if needs[1] else None
 
     target = device_target(device)
     has_entropy = grad_entropy is not None
-    per_position = [lse.float(), entropy.float() if has_entropy else None, grad_chosen.float(), grad_lse.float(),
-                    grad_entropy.float() if has_entropy else None]
-    per_position = [p if p is not None else per_position[0] for p in per_position]
+    stats = [lse.float(), entropy.float() if has_entropy else None, grad_chosen.float(), grad_lse.float(),
+             grad_entropy.float() if has_entropy else None]
+    stats = [p if p is not None else stats[0] for p in stats]
     row_start = contiguous_row_start(rows)
-    budget = workspace_budget(workspace_bytes)
 
-    def workspace_for(chosen: KernelConfig) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-        chunk = chunk_positions(num_positions, vocab, dim, hidden.element_size(), chosen.block_t, budget,
-                                gathered=row_start is None)
-        workspace = new_empty((chunk, padded_vocab(vocab, hidden.element_size())), dtype=hidden.dtype,
-                              device=device)
-        colsum = (new_empty((chunk // chosen.block_t, vocab), dtype=torch.float32, device=device)
-                  if needs[2] else None)
-        return chunk, workspace, colsum
+    def layout(chosen: KernelConfig) -> tuple[Blocks, torch.Tensor, torch.Tensor | None]:
+        return workspace_layout(num_positions, vocab, dim, hidden.dtype, device, chosen, budget,
+                                gathered=row_start is None, needs_bias=needs[2])
 
-    def chunk_launch(chosen: KernelConfig, c0: int, c1: int, workspace, colsum) -> Launch:
-        return plan_chunk(hidden, weight, rows[c0:c1], targets[c0:c1], transform,
-                          tuple(p[c0:c1] for p in per_position), workspace, colsum, has_entropy=has_entropy,
-                          config=chosen, target=target,
-                          row_start=None if row_start is None else row_start + c0)
+    def block(chosen: KernelConfig, positions, vocab_rows, workspace, colsum) -> Launch:
+        return plan_block(hidden, weight, rows, targets, transform, tuple(stats), workspace, colsum, positions,
+                          vocab_rows, has_entropy=has_entropy, config=chosen, target=target, row_start=row_start)
+
+    def timed(chosen: KernelConfig) -> list[Launch]:  # autotuning times the G kernel on the first block
+        blocks, workspace, colsum = layout(chosen)
+        return [block(chosen, *first_block(blocks, num_positions, vocab), workspace, colsum)]
 
     if config is None:
-        def first_chunk(chosen: KernelConfig) -> list[Launch]:
-            chunk, workspace, colsum = workspace_for(chosen)
-            return [chunk_launch(chosen, 0, min(chunk, num_positions), workspace, colsum)]
-
-        config = tuning.pick("backward", target, hidden, weight, backward_default, first_chunk)
-    chunk, workspace, colsum = workspace_for(config)
-    for c0 in range(0, num_positions, chunk):
-        c1 = min(c0 + chunk, num_positions)
-        chunk_launch(config, c0, c1, workspace, colsum).run(device)
-        g = workspace[: c1 - c0, :vocab]
-        if needs[0]:
-            matmul_into(grad_h[c0:c1], g, weight, accumulate=False)
+        config = tuning.pick("backward", target, hidden, weight, backward_default, timed)
+    blocks, workspace, colsum = layout(config)
+    if blocks.axis == "positions":
+        for p0 in range(0, num_positions, blocks.size):
+            p1 = min(p0 + blocks.size, num_positions)
+            block(config, (p0, p1), (0, vocab), workspace, colsum).run(device)
+            g = workspace[: p1 - p0, :vocab]
+            if needs[0]:
+                matmul_into(grad_h[p0:p1], g, weight, accumulate=False)
+            if needs[1]:
+                h = hidden[row_start + p0 : row_start + p1] if row_start is not None else hidden[rows[p0:p1]]
+                matmul_into(grad_w, g.T, h, accumulate=p0 > 0)
+            if needs[2]:
+                grad_b += colsum[: triton.cdiv(p1 - p0, config.block_t)].sum(0)
+    else:
+        h = None
         if needs[1]:
-            h = hidden[row_start + c0 : row_start + c1] if row_start is not None else hidden[rows[c0:c1]]
-            matmul_into(grad_w, g.T, h, accumulate=True)
-        if needs[2]:
-            grad_b += colsum[: triton.cdiv(c1 - c0, config.block_t)].sum(0)
+            h = hidden[row_start : row_start + num_positions] if row_start is not None else hidden[rows]
+        for v0 in range(0, vocab, blocks.size):
+            v1 = min(v0 + blocks.size, vocab)
+            block(config, (0, num_positions), (v0, v1), workspace, colsum).run(device)
+            g = workspace[:, : v1 - v0]
+            if needs[0]:
+                matmul_into(grad_h, g, weight[v0:v1], accumulate=v0 > 0)
+            if needs[1]:
+                matmul_into(grad_w[v0:v1], g.T, h, accumulate=False)
+            if needs[2]:
+                grad_b[v0:v1] = colsum[:, : v1 - v0].sum(0)
     return grad_h, grad_w, grad_b

@@ -109,10 +109,12 @@ def partial_stats_kernel(
 
 
 def choose_num_splits(num_positions: int, vocab: int, config: KernelConfig, programs: int) -> int:
-    """Enough vocab splits for about two items per program of the persistent grid, each split at least 4 vocab
-    blocks."""
+    """Vocab splits: at least two items per program of the persistent grid, and enough splits that the programs
+    running together (``programs`` consecutive items of the grouped order: ``group_t`` token tiles x the splits)
+    cover few token tiles, whose hidden rows then stay in L2 while the LM head streams past; each split at least
+    4 vocab blocks."""
     token_tiles = triton.cdiv(num_positions, config.block_t)
-    wanted = triton.cdiv(2 * programs, token_tiles)
+    wanted = max(triton.cdiv(2 * programs, token_tiles), triton.cdiv(programs, config.group_t))
     return max(1, min(wanted, triton.cdiv(vocab, 4 * config.block_v)))
 
 

@@ -99,7 +99,7 @@ def _plan(job: Job):
     from ..._core.layout import ResponseLayout
     from ..._core.transform import LogitTransform
     from . import finalize, forward
-    from .backward import DEFAULT_WORKSPACE_MIB, chunk_positions, padded_vocab, plan_chunk
+    from .backward import DEFAULT_WORKSPACE_MIB, first_block, plan_block, workspace_layout
     from .configs import DTYPE_NAMES, KernelConfig
 
     dtype = {name: dtype for dtype, name in DTYPE_NAMES.items()}[job.dtype]
@@ -126,13 +126,13 @@ def _plan(job: Job):
         return launches[0] if job.kernel == "forward" else launches[1]
     if job.kernel == "backward":
         config = KernelConfig(**job.config)
-        chunk = chunk_positions(n, vocab, dim, hidden.element_size(), config.block_t, DEFAULT_WORKSPACE_MIB * 2**20,
-                                gathered=row_start is None)
-        workspace = meta(chunk, padded_vocab(vocab, hidden.element_size()), dtype=dtype)
-        colsum = meta(chunk // config.block_t, vocab) if transform.bias is not None else None
-        per_position = tuple(meta(chunk) for _ in range(5))
-        return plan_chunk(hidden, weight, rows[:chunk], targets[:chunk], transform, per_position, workspace, colsum,
-                          has_entropy=entropy, config=config, target=target, row_start=row_start)
+        blocks, workspace, colsum = workspace_layout(n, vocab, dim, dtype, torch.device("meta"), config,
+                                                     DEFAULT_WORKSPACE_MIB * 2**20, gathered=row_start is None,
+                                                     needs_bias=transform.bias is not None)
+        stats = tuple(meta(n) for _ in range(5))
+        return plan_block(hidden, weight, rows, targets, transform, stats, workspace, colsum,
+                          *first_block(blocks, n, vocab), has_entropy=entropy, config=config, target=target,
+                          row_start=row_start)
     batch, seq_len = 8, n // 8
     layout = ResponseLayout(batch=batch, seq_len=seq_len, num_positions=n, prompt_len=meta(batch, dtype=torch.int64),
                             lengths=meta(batch, dtype=torch.int64), starts=meta(batch + 1, dtype=torch.int64),
