@@ -16,7 +16,8 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default="sm_80,sm_90a,sm_100,gfx942",
-                        help="comma-separated: sm_80, sm_90a, sm_100, gfx942 style names (default: those four)")
+                        help="comma-separated: sm_80, sm_90a, sm_100, gfx942 style names, or device (this "
+                             "machine's GPU); default: the first four")
     parser.add_argument("--dtypes", default="bf16,fp16,fp32", help="comma-separated, from bf16, fp16, fp32")
     parser.add_argument("--flags", default="plain,all",
                         help="comma-separated feature-flag sets: plain, bias, scale, softcap, entropy, all; "
@@ -38,6 +39,20 @@ def _split(option: str, text: str, choices) -> tuple[str, ...]:
     return items
 
 
+def _device_target() -> str:
+    """This machine's GPU as a target name (sm_90a, gfx942, ...)."""
+    import torch
+
+    from .triton.runtime import device_target
+
+    if not torch.cuda.is_available():
+        raise ValueError("--targets device: this machine has no GPU torch can see")
+    target = device_target(torch.device("cuda"))
+    if target.backend == "hip":
+        return target.arch
+    return f"sm_{target.arch}a" if target.arch >= 90 else f"sm_{target.arch}"
+
+
 def run(args: argparse.Namespace) -> None:
     from .triton import report
 
@@ -46,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
         if value < 1:
             raise SystemExit(f"{option} must be >= 1, got {value}")
     try:
-        targets = tuple(part.strip() for part in args.targets.split(",") if part.strip())
+        targets = tuple(_device_target() if part.strip() == "device" else part.strip()
+                        for part in args.targets.split(",") if part.strip())
         for target in targets:
             report.parse_target(target)
         dtypes = _split("--dtypes", args.dtypes, report.DTYPES)

@@ -37,14 +37,17 @@ MULTIPROCESSORS = {80: 108, 90: 132, 100: 148, "gfx942": 304}
 
 
 def parse_target(text: str):
-    """'sm_80', 'sm_90a', 'sm_100' (or 'sm_100a'), 'gfx942' -> Triton's ``GPUTarget``."""
+    """'sm_80', 'sm_90a', 'sm_100' (or 'sm_100a'), 'gfx942' -> Triton's ``GPUTarget``; the known targets are
+    those of ``SHARED_LIMIT``."""
     from triton.backends.compiler import GPUTarget
 
-    if match := re.fullmatch(r"sm_(\d+)a?", text):
+    match = re.fullmatch(r"sm_(\d+)a?", text)
+    if match and int(match[1]) in SHARED_LIMIT:
         return GPUTarget("cuda", int(match[1]), 32)
-    if re.fullmatch(r"gfx[0-9a-f]+", text):
-        return GPUTarget("hip", text, 64 if text.startswith("gfx9") else 32)
-    raise ValueError(f"--targets: unknown target {text!r}; use sm_80, sm_90a, sm_100 or gfx942 style names")
+    if text in SHARED_LIMIT:
+        return GPUTarget("hip", text, 64)
+    known = ", ".join(f"sm_{k}" if isinstance(k, int) else k for k in SHARED_LIMIT)
+    raise ValueError(f"--targets: unknown target {text!r}; known: {known}")
 
 
 @dataclass(frozen=True)
