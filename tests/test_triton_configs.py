@@ -23,14 +23,16 @@ TARGETS = [GPUTarget("cuda", 80, 32), GPUTarget("cuda", 90, 32), GPUTarget("cuda
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: "interpreter" if t is None else str(t.arch))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 def test_defaults_lead_their_candidates(target, dtype):
-    for default, candidates in ((configs.forward_default, configs.forward_candidates),
-                                (configs.backward_default, configs.backward_candidates)):
-        chosen = default(target, dtype, 4096)
-        listed = candidates(target, dtype, 4096)
-        assert listed[0] == chosen and len(set(listed)) == len(listed)
-        assert all(c.tma == configs.supports_tma(target) or target is None for c in listed if dtype != torch.float32)
-        assert chosen.epilogue_split in (1, 2, 4) and chosen.block_v % chosen.epilogue_split == 0
-    assert configs.forward_default(target, dtype, 32).block_d <= 32 or dtype == torch.float32
+    pairs = [(configs.forward_default(target, dtype, 4096, light),
+              configs.forward_candidates(target, dtype, 4096, light)) for light in (False, True)]
+    pairs.append((configs.backward_default(target, dtype, 4096), configs.backward_candidates(target, dtype, 4096)))
+    for chosen, listed in pairs:
+        assert listed[0] == chosen and len(set(listed)) == len(listed) > 1
+        assert all(c.tma == configs.supports_tma(target) for c in listed) or target is None
+        for config in listed:
+            assert config.epilogue_split in (1, 2, 4) and config.block_v % config.epilogue_split == 0
+            assert config.block_d >= 16  # tl.dot needs K >= 16 (Triton 3.6)
+    assert configs.forward_default(target, dtype, 32).block_d <= 32
 
 
 def stats_inputs():
@@ -63,10 +65,10 @@ def test_autotuning_times_the_candidates_once_and_caches_the_winner(tmp_path, mo
     try:
         seed, inputs = stats_inputs()
         first = run_forward(inputs)
-        candidates = configs.forward_candidates(None, torch.float32, 40)
+        candidates = configs.forward_candidates(None, torch.float32, 40, light=True)
         assert timed == [c.block_t for c in candidates]
         cached = json.loads(tuning.cache_file().read_text())
-        assert cached == {"forward|interpreter|fp32|D=40|V<=512": candidates[-1].as_dict()}
+        assert cached == {"forward-light|interpreter|fp32|D=40|V<=512": candidates[-1].as_dict()}
         second = run_forward(inputs)  # from the cache: nothing timed again
         assert len(timed) == len(candidates)
         assert all(torch.equal(a, b) for a, b in zip(first, second))

@@ -17,6 +17,7 @@ from endokernel.backends.triton import forward as triton_forward
 from endokernel.backends.triton.backward import backward as triton_backward
 from endokernel.backends.triton.backward import choose_blocks
 from endokernel.backends.triton.configs import KernelConfig
+from endokernel.backends.triton.runtime import contiguous_row_start
 
 from cases import TOLERANCE, fresh_seed, relative_error
 
@@ -91,7 +92,7 @@ def test_descriptors_where_layout_allows():
     config = KernelConfig(16, 64, 16, tma=True)
     for dim, gathered, expect in ((40, False, (True, True)), (37, False, (False, False)), (40, True, (False, True))):
         _, inputs = make_inputs(dtype=torch.bfloat16, dim=dim, gathered=gathered)
-        row_start = triton_forward.contiguous_row_start(inputs[2])
+        row_start = contiguous_row_start(inputs[2])
         assert (row_start is None) == gathered
         n = inputs[2].numel()
         stats, _ = triton_forward.plan(*inputs, torch.empty(n), torch.empty(n), None, config=config, target=None,
@@ -150,7 +151,7 @@ def test_backward_variant_matches_reference(name):
 def triton_backward_blocks(inputs, config, budget):
     hidden, weight, rows, _, _ = inputs
     return choose_blocks(rows.numel(), weight.shape[0], weight.shape[1], hidden.element_size(), config.block_t,
-                         config.block_v, budget, gathered=triton_forward.contiguous_row_start(rows) is None)
+                         config.block_v, budget, gathered=contiguous_row_start(rows) is None)
 
 
 def test_backward_of_some_gradients_only():

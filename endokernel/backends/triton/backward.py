@@ -24,15 +24,14 @@ import torch
 from ..._core.alloc import new_empty
 from ..._core.transform import LogitTransform
 from . import tuning
-from .configs import KernelConfig, backward_default, supports_tma
-from .forward import contiguous_row_start
+from .configs import KernelConfig, backward_candidates, backward_default
 from .runtime import (
     GPUTarget,
     Launch,
-    TensorDescriptor,
-    descriptor_ready,
+    contiguous_row_start,
     device_target,
     kernel_flags,
+    operands,
     tl,
     transform_scalars,
     triton,
@@ -187,23 +186,20 @@ def plan_chunk(
     (token tiles, vocab rows) fp32 or None; ``row_start``: ``rows`` is the range ``row_start ..``."""
     num_positions = rows.numel()
     vocab, dim = weight.shape
-    tma = config.tma and TensorDescriptor is not None and (target is None or supports_tma(target))
-    w_desc = tma and descriptor_ready(weight)
-    h_view = hidden[row_start : row_start + num_positions] if row_start is not None else None
-    h_desc = w_desc and h_view is not None and descriptor_ready(h_view)
-    w_src = TensorDescriptor.from_tensor(weight, [config.block_v, config.block_d]) if w_desc else weight
-    h_src = TensorDescriptor.from_tensor(h_view, [config.block_t, config.block_d]) if h_desc else hidden
+    loads = operands(hidden, weight, num_positions, row_start, config.block_t, config.block_v, config.block_d,
+                     config.tma, target)
     bias = transform.bias
     grid = (triton.cdiv(num_positions, config.block_t) * triton.cdiv(vocab, config.block_v),)
     return Launch(
         grad_logits_kernel, grid,
-        (h_src, w_src, bias if bias is not None else weight, rows, targets, *per_position,
+        (loads.h_src, loads.w_src, bias if bias is not None else weight, rows, targets, *per_position,
          workspace, workspace.stride(0), colsum if colsum is not None else per_position[0],
          colsum.stride(0) if colsum is not None else 0,
          num_positions, vocab, dim, hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
          *transform_scalars(transform)),
         dict(HAS_ENTROPY=has_entropy, **kernel_flags(hidden.dtype, "cpu" if target is None else "cuda", transform),
-             H_DESC=h_desc, W_DESC=w_desc, NEEDS_COLSUM=colsum is not None, EPILOGUE_SPLIT=config.epilogue_split,
+             H_DESC=loads.h_desc, W_DESC=loads.w_desc, NEEDS_COLSUM=colsum is not None,
+             EPILOGUE_SPLIT=config.epilogue_split,
              GROUP_T=config.group_t, BLOCK_T=config.block_t, BLOCK_V=config.block_v, BLOCK_D=config.block_d,
              num_warps=config.num_warps, num_stages=config.num_stages))
 
@@ -306,7 +302,8 @@ def backward(
         return [block(chosen, *first_block(blocks, num_positions, vocab), workspace, colsum)]
 
     if config is None:
-        config = tuning.pick("backward", target, hidden, weight, backward_default, timed)
+        config = tuning.pick("backward", hidden, weight, backward_default(target, hidden.dtype, dim),
+                             lambda: backward_candidates(target, hidden.dtype, dim), timed)
     blocks, workspace, colsum = layout(config)
     if blocks.axis == "positions":
         for p0 in range(0, num_positions, blocks.size):

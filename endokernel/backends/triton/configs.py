@@ -1,16 +1,19 @@
-"""Kernel configurations: one deterministic default per (target, dtype, D) and the candidates autotuning tries.
+"""Kernel configurations: one deterministic default per (target, dtype, D, and for the forward whether its
+epilogue is the lightest) and the candidates autotuning tries.
 
 A target is Triton's ``GPUTarget`` (``backend`` 'cuda' or 'hip', ``arch`` 90 or 'gfx942', ``warp_size``), or
-``None`` for Triton's interpreter on CPU tensors. The defaults are the configurations the compile report
-(``endokernel kernels``) shows compiling without spills on sm_80, sm_90a, sm_100 and gfx942.
+``None`` for Triton's interpreter on CPU tensors. The defaults are configurations the compile report
+(``endokernel kernels``) shows compiling without spills on sm_80, sm_90a, sm_100 and gfx942, with Triton 3.6
+and 3.9.
 
 Which knobs change the result's bits: ``block_v`` (the vocabulary tiles the online logsumexp folds, and the
-backward's G tiles), ``block_d`` (the order of the dot products' partial sums), ``epilogue_split`` (it folds
-half-tiles) and the number of vocab splits (``forward.choose_num_splits``: from the GPU's SM count). Those
-that do not, by construction of the kernels: ``block_t``, ``num_warps``, ``num_stages``, ``group_t``,
-``programs_per_sm`` and ``tma`` (each row's arithmetic is the same sequence of operations whichever block of
-rows, program or load path computes it); tests/test_triton_configs.py checks it under the interpreter, and on
-a GPU the instruction Triton picks for ``tl.dot`` may still differ with the block shape.
+backward's G tiles), ``block_d`` (the order of the dot products' partial sums), the forward's
+``epilogue_split`` (it folds slices) and the number of vocab splits (``forward.choose_num_splits``: from the
+GPU's SM count). Those that do not, by construction of the kernels: ``block_t``, ``num_warps``,
+``num_stages``, ``group_t``, ``programs_per_sm`` and ``tma`` (each row's arithmetic is the same sequence of
+operations whichever block of rows, program or load path computes it); tests/test_triton_kernels.py checks it
+under the interpreter, and on a GPU the instruction Triton picks for ``tl.dot`` may still differ with the
+block shape.
 """
 
 from __future__ import annotations
@@ -62,60 +65,67 @@ def _is_amd(target: GPUTarget) -> bool:
     return target.backend == "hip"
 
 
-def forward_default(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> KernelConfig:
-    """The forward's configuration for inputs of ``dtype`` with hidden size ``dim``."""
+def forward_default(target: GPUTarget | None, dtype: torch.dtype, dim: int, light: bool = False) -> KernelConfig:
+    """The forward's configuration for inputs of ``dtype`` with hidden size ``dim``. ``light``: no bias, scale,
+    softcap or entropy and the positions one range of hidden's rows, the lightest epilogue, which leaves the
+    registers for a 64 x 256 accumulator per warpgroup on sm_90+ (heavier epilogues spill with it)."""
     if target is None:
         return INTERPRETER_CONFIG
-    if dtype == torch.float32:  # exact fp32 products run on FMA units: small register-friendly tiles
+    block_d = 64 if dim >= 64 else 32
+    if dtype == torch.float32:  # exact fp32 products run on FMA units: small tiles over many threads
         if _is_amd(target):
             return KernelConfig(64, 64, 32, num_warps=4, num_stages=2)
-        if supports_tma(target):
-            return KernelConfig(64, 64, 8, num_warps=4, num_stages=3, tma=True)
-        return KernelConfig(64, 64, 16, num_warps=4, num_stages=3)
-    block_d = 64 if dim >= 64 else 32
+        # one or two slices: whichever keeps ptxas off the 128-register boundary where it spills a register
+        return KernelConfig(64, 64, 16, num_warps=8, num_stages=3, tma=supports_tma(target),
+                            epilogue_split=1 if target.arch == 90 else 2)
     if _is_amd(target):
-        return KernelConfig(128, 128, block_d, num_warps=8, num_stages=2)
-    if supports_tma(target):  # two consumer warpgroups of 64 x 256, the epilogue in four column slices
-        return KernelConfig(128, 256, block_d, num_warps=8, num_stages=3, tma=True, epilogue_split=4)
+        return KernelConfig(128, 128, block_d, num_warps=8, num_stages=2, epilogue_split=2)
+    if supports_tma(target):  # two consumer warpgroups, the epilogue in column slices
+        if light:
+            return KernelConfig(128, 256, block_d, num_warps=8, num_stages=3, tma=True, epilogue_split=4)
+        return KernelConfig(128, 128, block_d, num_warps=8, num_stages=4, tma=True, epilogue_split=2)
     return KernelConfig(128, 128, 32, num_warps=8, num_stages=3, epilogue_split=2)
 
 
 def backward_default(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> KernelConfig:
-    """The backward G kernel's configuration: a GEMM tile with an elementwise epilogue that needs more
-    per-row values than the forward's (five upstream statistics, the one-hot term), so narrower tiles."""
-    if target is None:
-        return INTERPRETER_CONFIG
-    if dtype == torch.float32 and not _is_amd(target):
-        return KernelConfig(64, 64, 8, num_warps=4, num_stages=3, tma=supports_tma(target))
-    if supports_tma(target):
-        return KernelConfig(128, 128, 64 if dim >= 64 else 32, num_warps=8, num_stages=4, tma=True, epilogue_split=2)
+    """The backward G kernel's configuration: a GEMM tile with an elementwise epilogue, tiled as the forward
+    with a full epilogue (five upstream statistics and the one-hot term per tile)."""
     return forward_default(target, dtype, dim)
 
 
-def forward_candidates(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> list[KernelConfig]:
+def forward_candidates(target: GPUTarget | None, dtype: torch.dtype, dim: int,
+                       light: bool = False) -> list[KernelConfig]:
     """What autotuning tries (the default first)."""
-    default = forward_default(target, dtype, dim)
+    default = forward_default(target, dtype, dim, light)
     if target is None:
         return [default, KernelConfig(32, 64, 32)]
     if dtype == torch.float32:
-        shapes = [KernelConfig(32, 64, 16, num_warps=4), KernelConfig(64, 128, 8, num_warps=8)]
+        others = [replace(default, block_t=32, num_warps=4), replace(default, block_v=128)]
     elif _is_amd(target):
-        shapes = [KernelConfig(128, 128, 32, num_warps=8), KernelConfig(64, 128, 64, num_warps=4),
-                  KernelConfig(128, 256, 32, num_warps=8, epilogue_split=4)]
+        others = [replace(default, block_d=32, epilogue_split=1), replace(default, block_t=64, num_warps=4),
+                  replace(default, block_v=256, block_d=32, epilogue_split=4)]
     elif supports_tma(target):
-        shapes = [KernelConfig(128, 256, 64, num_warps=8, num_stages=4, epilogue_split=4),
-                  KernelConfig(128, 128, 64, num_warps=8, num_stages=4, epilogue_split=2),
-                  KernelConfig(256, 128, 64, num_warps=8, epilogue_split=4),
-                  KernelConfig(128, 256, 64, num_warps=8, epilogue_split=4, programs_per_sm=2)]
+        wide = forward_default(target, dtype, dim, light=True)
+        narrow = forward_default(target, dtype, dim, light=False)
+        others = [wide, narrow, replace(wide, num_stages=4), replace(narrow, num_stages=3),
+                  replace(wide, block_t=256, block_v=128), replace(wide, programs_per_sm=2)]
     else:
-        shapes = [KernelConfig(128, 128, 64, num_warps=8, epilogue_split=2), KernelConfig(64, 128, 64, num_warps=4),
-                  KernelConfig(128, 256, 32, num_warps=8, epilogue_split=4)]
-    candidates = [default] + [
-        replace(c, num_stages=c.num_stages if c.num_stages > 1 else default.num_stages, tma=default.tma,
-                block_d=min(c.block_d, default.block_d) if dtype != torch.float32 else c.block_d) for c in shapes]
-    return list(dict.fromkeys(candidates))
+        others = [replace(default, block_d=64 if dim >= 64 else 32), replace(default, block_t=64, num_warps=4),
+                  replace(default, block_v=256, epilogue_split=4)]
+    return list(dict.fromkeys([default, *others]))
 
 
 def backward_candidates(target: GPUTarget | None, dtype: torch.dtype, dim: int) -> list[KernelConfig]:
-    """The backward G kernel's candidates: its default, then the forward's."""
-    return list(dict.fromkeys([backward_default(target, dtype, dim), *forward_candidates(target, dtype, dim)]))
+    """What autotuning tries for the backward G kernel (the default first)."""
+    default = backward_default(target, dtype, dim)
+    if target is None:
+        return [default, KernelConfig(32, 64, 32)]
+    if dtype == torch.float32:
+        others = [replace(default, num_stages=4), replace(default, block_t=32, num_warps=4)]
+    elif supports_tma(target):
+        others = [replace(default, num_stages=3), replace(default, block_d=2 * default.block_d, num_stages=3),
+                  replace(default, block_v=256, num_stages=3, epilogue_split=4)]
+    else:
+        others = [replace(default, block_d=64 if dim >= 64 else default.block_d),
+                  replace(default, block_t=64, num_warps=4)]
+    return list(dict.fromkeys([default, *others]))

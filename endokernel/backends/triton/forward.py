@@ -20,15 +20,15 @@ from ..._core.alloc import new_empty
 from ..._core.transform import LogitTransform
 from . import tuning
 from .combine import combine_splits_kernel
-from .configs import KernelConfig, forward_default, supports_tma
+from .configs import KernelConfig, forward_candidates, forward_default
 from .runtime import (
     GPUTarget,
     Launch,
-    TensorDescriptor,
-    descriptor_ready,
+    contiguous_row_start,
     device_target,
     kernel_flags,
     multiprocessor_count,
+    operands,
     tl,
     transform_scalars,
     triton,
@@ -118,16 +118,6 @@ def choose_num_splits(num_positions: int, vocab: int, config: KernelConfig, prog
     return max(1, min(wanted, triton.cdiv(vocab, 4 * config.block_v)))
 
 
-def contiguous_row_start(rows: torch.Tensor) -> int | None:
-    """``rows[0]`` when ``rows`` is the range rows[0], rows[0] + 1, ... (one host sync), else None."""
-    if rows.numel() == 0:
-        return None
-    first = rows[0]
-    if rows.numel() > 1 and not bool(((rows[1:] - rows[:-1]) == 1).all()):
-        return None
-    return int(first)
-
-
 def plan(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -156,24 +146,20 @@ def plan(
     programs = min(items, programs_cap)
 
     # descriptors where the target has TMA, and on the interpreter when asked (it runs them too)
-    tma = config.tma and TensorDescriptor is not None and (target is None or supports_tma(target))
-    w_desc = tma and descriptor_ready(weight)
-    h_view = hidden[row_start : row_start + num_positions] if row_start is not None else None
-    h_desc = w_desc and h_view is not None and descriptor_ready(h_view)
-    w_src = TensorDescriptor.from_tensor(weight, [config.block_v, config.block_d]) if w_desc else weight
-    h_src = TensorDescriptor.from_tensor(h_view, [config.block_t, config.block_d]) if h_desc else hidden
+    loads = operands(hidden, weight, num_positions, row_start, config.block_t, config.block_v, config.block_d,
+                     config.tma, target)
 
     partials = new_empty((3, splits, num_positions), dtype=torch.float32, device=hidden.device)
     bias = transform.bias
     has_entropy = entropy_out is not None
     stats = Launch(
         partial_stats_kernel, (programs,),
-        (h_src, w_src, bias if bias is not None else weight, rows,
+        (loads.h_src, loads.w_src, bias if bias is not None else weight, rows,
          partials, splits * num_positions, num_positions, vocab, dim,
          hidden.stride(0), hidden.stride(1), weight.stride(0), weight.stride(1),
          splits, vocab_per_split, programs, *transform_scalars(transform)),
         dict(HAS_ENTROPY=has_entropy, **kernel_flags(hidden.dtype, "cpu" if target is None else "cuda", transform),
-             H_DESC=h_desc, W_DESC=w_desc, EPILOGUE_SPLIT=config.epilogue_split, GROUP_T=config.group_t,
+             H_DESC=loads.h_desc, W_DESC=loads.w_desc, EPILOGUE_SPLIT=config.epilogue_split, GROUP_T=config.group_t,
              BLOCK_T=config.block_t, BLOCK_V=config.block_v, BLOCK_D=config.block_d,
              num_warps=config.num_warps, num_stages=config.num_stages))
     logit_scale, softcap, inv_temperature = transform_scalars(transform)
@@ -209,13 +195,19 @@ def chosen_and_lse(
         return
     device = hidden.device
     target = device_target(device)
+    row_start = contiguous_row_start(rows)
 
     def launches(chosen: KernelConfig) -> list[Launch]:
         return plan(hidden, weight, rows, targets, transform, chosen_out, lse_out, entropy_out, config=chosen,
-                    target=target, multiprocessors=multiprocessor_count(device), row_start=contiguous_row_start(rows),
+                    target=target, multiprocessors=multiprocessor_count(device), row_start=row_start,
                     num_splits=num_splits)
 
     if config is None:
-        config = tuning.pick("forward", target, hidden, weight, forward_default, launches)
+        light = (row_start is not None and entropy_out is None and transform.bias is None
+                 and transform.logit_scale is None and transform.softcap is None)
+        dim = weight.shape[1]
+        config = tuning.pick("forward-light" if light else "forward", hidden, weight,
+                             forward_default(target, hidden.dtype, dim, light),
+                             lambda: forward_candidates(target, hidden.dtype, dim, light), launches)
     for launch in launches(config):
         launch.run(device)

@@ -67,8 +67,8 @@ class Job:
 def jobs(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), candidates: bool = True,
          shape: dict | None = None) -> list[Job]:
     """Every compile of the report: per target, the forward and backward kernels for each dtype, flag set and
-    config (the default, then the autotuning candidates), the forward's gathered-rows variant (default config),
-    and the split merge and finalizer kernels once."""
+    config (the default, then the autotuning candidates), the forward's default with gathered positions (sm_90+:
+    hidden by pointers, the head by TMA), and the split merge and finalizer kernels once."""
     from . import configs
 
     shape = dict(shape or SHAPE)
@@ -78,15 +78,16 @@ def jobs(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), candidates:
         target = parse_target(target_name)
         for dtype, flag_set in product(dtypes, flag_sets):
             flags = FLAG_SETS[flag_set]
-            for kernel, default_fn, candidates_fn in (
-                    ("forward", configs.forward_default, configs.forward_candidates),
-                    ("backward", configs.backward_default, configs.backward_candidates)):
-                default = default_fn(target, torch_dtype[dtype], shape["dim"])
-                chosen = candidates_fn(target, torch_dtype[dtype], shape["dim"]) if candidates else [default]
-                for config in dict.fromkeys([default, *chosen]):
+            light = not flags  # and contiguous positions: the forward's lightest epilogue
+            plans = [("forward", configs.forward_default(target, torch_dtype[dtype], shape["dim"], light),
+                      configs.forward_candidates(target, torch_dtype[dtype], shape["dim"], light)),
+                     ("backward", configs.backward_default(target, torch_dtype[dtype], shape["dim"]),
+                      configs.backward_candidates(target, torch_dtype[dtype], shape["dim"]))]
+            for kernel, default, listed in plans:
+                for config in dict.fromkeys([default, *(listed if candidates else [])]):
                     out.append(Job(kernel, target_name, dtype, flags, config.as_dict(), config == default,
                                    shape=shape))
-            if configs.supports_tma(target) and flag_set == flag_sets[0]:
+            if configs.supports_tma(target):  # the positions not one range of hidden's rows
                 default = configs.forward_default(target, torch_dtype[dtype], shape["dim"])
                 out.append(Job("forward", target_name, dtype, flags, default.as_dict(), True, rows="gathered",
                                shape=shape))
@@ -194,6 +195,8 @@ def _metrics(kernel, target, log: str) -> dict:
     shared = int(kernel.metadata.shared)
     if target.backend == "cuda":
         ptx = kernel.asm["ptx"]
+        if "Used" not in log:  # ptxas did not run: Triton found the kernel in a cache
+            raise RuntimeError("no ptxas log to read registers and spills from (a cached compile?)")
         return dict(
             registers=_number(r"Used (\d+) registers", log),
             spill_bytes=_number(r"(\d+) bytes spill stores", log),

@@ -29,8 +29,8 @@ try:  # host-side tensor descriptors (TMA on sm_90+): Triton >= 3.4
 except ImportError:  # pragma: no cover - older Triton: the pointer kernels only
     TensorDescriptor = None
 
-__all__ = ["COMPILE_OPTIONS", "GPUTarget", "Launch", "TensorDescriptor", "descriptor_ready", "device_target",
-           "kernel_flags", "multiprocessor_count", "tl", "transform_scalars", "triton"]
+__all__ = ["COMPILE_OPTIONS", "GPUTarget", "Launch", "Operands", "contiguous_row_start", "device_target",
+           "kernel_flags", "multiprocessor_count", "operands", "tl", "transform_scalars", "triton"]
 
 COMPILE_OPTIONS = ("num_warps", "num_stages")  # Launch.meta keys that are compile options, not constexprs
 
@@ -103,9 +103,44 @@ def transform_scalars(transform: LogitTransform) -> tuple[float, float, float]:
     return float(transform.logit_scale or 1.0), float(transform.softcap or 1.0), 1.0 / transform.temperature
 
 
-def descriptor_ready(tensor: torch.Tensor) -> bool:
+def _descriptor_ready(tensor: torch.Tensor) -> bool:
     """Whether a 2-D tensor can back a tensor descriptor: unit stride along its rows' elements, 16-byte aligned
     base and row stride (so an odd D in bf16 falls back to pointer loads)."""
     size = tensor.element_size()
     return (TensorDescriptor is not None and tensor.dim() == 2 and tensor.stride(1) == 1 and tensor.numel() > 0
             and (tensor.stride(0) * size) % 16 == 0 and tensor.data_ptr() % 16 == 0)
+
+
+def contiguous_row_start(rows: torch.Tensor) -> int | None:
+    """``rows[0]`` when ``rows`` is the range rows[0], rows[0] + 1, ... (one host sync), else None."""
+    if rows.numel() == 0:
+        return None
+    if rows.numel() > 1 and not bool(((rows[1:] - rows[:-1]) == 1).all()):
+        return None
+    return int(rows[0])
+
+
+@dataclass(frozen=True)
+class Operands:
+    """How a kernel reads hidden and the LM head: ``h_src`` / ``w_src`` are tensor descriptors where ``h_desc``
+    / ``w_desc``, else the tensors themselves (pointer loads)."""
+
+    h_src: Any
+    w_src: Any
+    h_desc: bool
+    w_desc: bool
+
+
+def operands(hidden: torch.Tensor, weight: torch.Tensor, num_positions: int, row_start: int | None,
+             block_t: int, block_v: int, block_d: int, tma: bool, target: GPUTarget | None) -> Operands:
+    """Descriptors when ``tma`` is asked and the target has TMA (or is the interpreter, which runs them too)
+    and the layout allows: the head always then, hidden's rows only when the positions are the range
+    ``row_start ..`` (``num_positions`` rows)."""
+    from .configs import supports_tma
+
+    use = tma and TensorDescriptor is not None and (target is None or supports_tma(target))
+    w_desc = use and _descriptor_ready(weight)
+    h_view = hidden[row_start : row_start + num_positions] if row_start is not None else None
+    h_desc = w_desc and h_view is not None and _descriptor_ready(h_view)
+    return Operands(TensorDescriptor.from_tensor(h_view, [block_t, block_d]) if h_desc else hidden,
+                    TensorDescriptor.from_tensor(weight, [block_v, block_d]) if w_desc else weight, h_desc, w_desc)

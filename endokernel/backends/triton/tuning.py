@@ -19,10 +19,9 @@ from typing import Callable
 
 import torch
 
-from .configs import DTYPE_NAMES, KernelConfig, backward_candidates, forward_candidates
-from .runtime import GPUTarget, Launch
+from .configs import DTYPE_NAMES, KernelConfig
+from .runtime import Launch
 
-CANDIDATES = {"forward": forward_candidates, "backward": backward_candidates}
 _enabled: bool | None = None  # set_autotune's choice; None: the environment decides
 
 
@@ -83,14 +82,15 @@ def _seconds(launches: list[Launch], device: torch.device) -> float:
     return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median") / 1e3
 
 
-def pick(kind: str, target: GPUTarget | None, hidden: torch.Tensor, weight: torch.Tensor,
-         default: Callable[[GPUTarget | None, torch.dtype, int], KernelConfig],
+def pick(kind: str, hidden: torch.Tensor, weight: torch.Tensor, default: KernelConfig,
+         candidates: Callable[[], list[KernelConfig]],
          launches: Callable[[KernelConfig], list[Launch]]) -> KernelConfig:
-    """The configuration of a ``kind`` ('forward' or 'backward') kernel for these inputs: the default, or with
-    autotuning the cached or newly measured fastest candidate, each timed through ``launches(config)``."""
-    vocab, dim = weight.shape
+    """The configuration of a ``kind`` kernel ('forward', 'forward-light', 'backward') for these inputs: the
+    default, or with autotuning the cached or newly measured fastest of ``candidates()``, each timed through
+    ``launches(config)``."""
     if not autotune_enabled():
-        return default(target, hidden.dtype, dim)
+        return default
+    vocab, dim = weight.shape
     key = cache_key(kind, hidden.device, hidden.dtype, dim, vocab)
     cached = _read_cache().get(key)
     if cached is not None:
@@ -99,13 +99,13 @@ def pick(kind: str, target: GPUTarget | None, hidden: torch.Tensor, weight: torc
     import triton.runtime.errors
 
     timings = []
-    for candidate in CANDIDATES[kind](target, hidden.dtype, dim):
+    for candidate in candidates():
         try:
             timings.append((_seconds(launches(candidate), hidden.device), candidate))
         except (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError):
             continue  # too large for this GPU: not a candidate here
     if not timings:
-        return default(target, hidden.dtype, dim)
+        return default
     best = min(timings, key=lambda timing: timing[0])[1]
     _write_cache(key, best)
     return best
