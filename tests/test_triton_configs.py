@@ -35,6 +35,13 @@ def test_defaults_lead_their_candidates(target, dtype):
     assert configs.forward_default(target, dtype, 32).block_d <= 32
 
 
+@pytest.mark.parametrize("fields", [dict(block_d=8), dict(block_v=48), dict(epilogue_split=3),
+                                    dict(block_v=32, epilogue_split=4), dict(num_stages=0), dict(num_warps=6)])
+def test_bad_configs_are_refused(fields):
+    with pytest.raises(ValueError, match="KernelConfig"):
+        configs.KernelConfig(**{**dict(block_t=16, block_v=64, block_d=16), **fields})
+
+
 def stats_inputs():
     seed = fresh_seed()
     g = torch.Generator().manual_seed(seed)

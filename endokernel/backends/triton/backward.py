@@ -164,7 +164,7 @@ def choose_blocks(num_positions: int, vocab: int, dim: int, itemsize: int, block
     return by_vocab if vocab_traffic < positions_traffic else by_positions
 
 
-def plan_chunk(
+def plan_grad_logits(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     rows: torch.Tensor,
@@ -223,9 +223,9 @@ def plan_block(hidden: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor, t
                colsum: torch.Tensor | None, positions: tuple[int, int], vocab_rows: tuple[int, int], *,
                has_entropy: bool, config: KernelConfig, target: GPUTarget | None, row_start: int | None) -> Launch:
     """The G kernel for positions ``positions`` (p0, p1) x vocabulary rows ``vocab_rows`` (v0, v1) of the whole
-    problem (``stats``: the five per-position fp32 tensors of ``plan_chunk``, for all positions)."""
+    problem (``stats``: the five per-position fp32 tensors of ``plan_grad_logits``, for all positions)."""
     (p0, p1), (v0, v1) = positions, vocab_rows
-    return plan_chunk(
+    return plan_grad_logits(
         hidden, weight[v0:v1], rows[p0:p1], targets[p0:p1] - v0 if v0 else targets[p0:p1],
         replace(transform, bias=None if transform.bias is None else transform.bias[v0:v1]),
         tuple(p[p0:p1] for p in stats), workspace, colsum, has_entropy=has_entropy, config=config, target=target,

@@ -42,6 +42,18 @@ class KernelConfig:
     group_t: int = 8
     programs_per_sm: int = 1
 
+    def __post_init__(self) -> None:
+        for name in ("block_t", "block_v", "block_d", "num_warps", "group_t"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1 or value & (value - 1):
+                raise ValueError(f"KernelConfig.{name} must be a power of two, got {value!r}")
+        if min(self.block_t, self.block_v, self.block_d) < 16:
+            raise ValueError(f"KernelConfig: tl.dot needs block_t, block_v and block_d >= 16, got {self}")
+        if self.epilogue_split not in (1, 2, 4) or self.block_v // self.epilogue_split < 16:
+            raise ValueError(f"KernelConfig.epilogue_split must be 1, 2 or 4 with slices of >= 16 columns, got {self}")
+        if self.num_stages < 1 or self.programs_per_sm < 1:
+            raise ValueError(f"KernelConfig: num_stages and programs_per_sm must be >= 1, got {self}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -2,7 +2,7 @@
 target on any machine (no GPU, no driver), with its registers, spills, shared memory, matrix instructions and
 TMA use.
 
-Each kernel is planned by its own launcher (``forward.plan``, ``backward.plan_chunk``, ``finalize.plan``) on
+Each kernel is planned by its own launcher (``forward.plan``, ``backward.plan_grad_logits``, ``finalize.plan``) on
 meta tensors of a representative shape, so the report compiles exactly the argument types, specializations
 (Triton's own ``specialize_impl``), constexprs and options a real launch compiles. NVIDIA: the PTX goes
 through Triton's own ptxas run (its bundled ptxas and flags; ``-v --regAllocOptLevel=2`` on Triton 3.9), whose
