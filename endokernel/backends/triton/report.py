@@ -91,7 +91,7 @@ def jobs(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), candidates:
                 default = configs.forward_default(target, torch_dtype[dtype], shape["dim"])
                 out.append(Job("forward", target_name, dtype, flags, default.as_dict(), True, rows="gathered",
                                shape=shape))
-        out.append(Job("combine", target_name, "fp32", ("entropy",), None, True, shape=shape))
+        out.append(Job("combine", target_name, "fp32", FLAGS, None, True, shape=shape))
         out.append(Job("finalize", target_name, "fp32", (), None, True, shape=shape))
     return out
 
@@ -180,14 +180,23 @@ def _number(pattern: str, text: str) -> int:
 
 def _compile(src, target, options) -> tuple:
     """(compiled kernel, ptxas -v log): Triton's own ptxas run (its bundled ptxas and flags: -v,
-    --regAllocOptLevel=2 on Triton 3.9) prints its log where ``dump_ptxas_log`` is set."""
+    --regAllocOptLevel=2 on Triton 3.9) prints its log where ``dump_ptxas_log`` is set. Each compile gets an
+    empty Triton cache of its own, so that two jobs compiling the same kernel (configs that differ only in
+    launch-time values, e.g. ``programs_per_sm``) both run ptxas."""
     import triton
     from triton import knobs
 
     log = io.StringIO()
     knobs.nvidia.dump_ptxas_log = target.backend == "cuda"
-    with contextlib.redirect_stdout(log):
-        kernel = triton.compile(src, target=target, options=options)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TRITON_CACHE_DIR")) as cache:
+        saved = os.environ.get("TRITON_CACHE_DIR")
+        os.environ["TRITON_CACHE_DIR"] = cache
+        try:
+            with contextlib.redirect_stdout(log):
+                kernel = triton.compile(src, target=target, options=options)
+        finally:
+            if saved is not None:
+                os.environ["TRITON_CACHE_DIR"] = saved
     return kernel, log.getvalue()
 
 
