@@ -11,6 +11,7 @@ about a second of work, behind which other requests are observably pending), sto
 import asyncio
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -31,6 +32,7 @@ from endokernel.hf.conversation import encode_pairs  # noqa: E402
 
 import cases as fx  # noqa: E402
 
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "serving.md"
 MAX_POSITIONS = 512
 LONG = "once upon a time " * 400  # over the model's 512 positions
 KEY = "k3y-for-tests"
@@ -252,6 +254,32 @@ def test_native_score_in_order_with_per_token_rewards(open_server, plain):
     assert [] in answer["per_token"]  # the empty response
     without = requests.post(open_server.url + "/score", json={"pairs": pairs}, timeout=60).json()
     assert set(without) == {"rewards"}
+
+
+def test_the_docs_reward_functions_for_trl_and_verl(open_server, plain):
+    """The TRL and verl functions of docs/serving.md, pointed at the test server."""
+    blocks = re.findall(r"^```python\n(.*?)^```", DOCS.read_text(), flags=re.S | re.M)
+    functions = {}
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, str(DOCS), "exec"), namespace)
+        namespace["REWARD_URL"] = open_server.url
+        functions.update((name, namespace[name]) for name in ("endogenous_reward", "compute_score")
+                         if name in namespace)
+    assert set(functions) == {"endogenous_reward", "compute_score"}
+    messages = [{"role": "user", "content": "Name a fruit."}]
+    conversational = asyncio.run(functions["endogenous_reward"](
+        prompts=[messages, messages], completions=[[{"role": "assistant", "content": "A plum."}],
+                                                   [{"role": "assistant", "content": "A rock."}]]))
+    text = asyncio.run(functions["endogenous_reward"](prompts=["Name a fruit."], completions=["A plum."]))
+    verl = asyncio.run(functions["compute_score"](data_source="fruit", solution_str="A plum.", ground_truth=None,
+                                                  extra_info={"prompt": messages}))
+    rows = encode_pairs(plain, [messages, messages, messages],
+                        [[{"role": "assistant", "content": "A plum."}], [{"role": "assistant", "content": "A rock."}],
+                         "A plum."])
+    expected = plain.score_encoded(rows).tolist()
+    assert conversational + [verl] == pytest.approx(expected, rel=1e-5)
+    assert text == pytest.approx([reward_of(plain, "Name a fruit.", "A plum.")], rel=1e-5)
 
 
 # --- bad input

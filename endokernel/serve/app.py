@@ -27,7 +27,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException
 
 from . import protocols
 from .batcher import Batcher, QueueFull, Scored, TooLarge
@@ -117,7 +116,7 @@ def create_app(settings: ServerSettings, model: EndogenousRewardModel | None = N
     if settings.api_key is not None:
         app.add_middleware(ApiKey, api_key=settings.api_key, protected=SCORING)
     app.add_middleware(Observe, metrics=metrics)  # outermost: counts refused requests too
-    _add_error_handlers(app, settings)
+    _add_error_handlers(app)
 
     def service(request: Request) -> Service:
         return request.app.state.service
@@ -149,7 +148,7 @@ def create_app(settings: ServerSettings, model: EndogenousRewardModel | None = N
     return app
 
 
-def _add_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
     def error(status: int, detail: str, **headers: str) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -164,13 +163,6 @@ def _add_error_handlers(app: FastAPI, settings: ServerSettings) -> None:
     @app.exception_handler(QueueFull)
     async def queue_full(_: Request, exc: QueueFull) -> JSONResponse:
         return error(503, f"busy, retry later: {exc}", **{"Retry-After": RETRY_AFTER_S})
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == 413:  # the body limit; close rather than read the rest of the body
-            return error(413, f"request body over the server's --max-body-bytes {settings.max_body_bytes}",
-                         Connection="close")
-        return error(exc.status_code, str(exc.detail), **(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> None:
         model = load_model(settings)
     except (OSError, ValueError) as error:
         raise SystemExit(f"endokernel serve: cannot load {settings.model}: {error}") from None
-    # uvicorn drains on SIGTERM, then raises the signal again under the handler found before it started:
-    # this one makes that a normal exit (status 0) once every accepted request was answered
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn drains on SIGTERM or SIGINT, then raises the signal again under the handler found before it
+    # started: this one makes that a normal exit (status 0) once every accepted request was answered
+    for drained in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(drained, lambda *_: sys.exit(0))
     uvicorn.run(create_app(settings, model), host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
