@@ -4,8 +4,9 @@ same server with batching off (``--no-batching``: one request per forward, as Op
 Both servers run at once on the same random-weight model and are measured in turn, alternating, on the same
 requests (RM-Bench chat prompts with the chat template applied, responses cut to a fixed number of tokens);
 their rewards must agree. Requests per second, p50 and p99 latency, and the mean pairs per forward (from the
-server's /metrics); JSON to bench/results/<device>-<date>-serve-throughput.json with the environment and the
-load average (other jobs on the machine slow both servers alike, but make the times noisier).
+server's /metrics); then, without HTTP, the model's time per request scored alone and 32 together, which bounds
+what batching can gain on this machine. JSON to bench/results/<device>-<date>-serve-throughput.json with the
+environment and the load average (other jobs on the machine slow both servers alike, but make times noisier).
 
 Setups (a model and its requests): ``tiny`` and ``small`` (Qwen3-shaped, D=64 with 2 layers and D=256 with 4
 layers, V = the BPE trained on the RM-Bench text) with whole prompts and 128-token responses, the same with
@@ -40,10 +41,14 @@ import requests
 import torch
 import transformers
 
+from endokernel import EndogenousRewardModel
 from endokernel.bench.environment import describe, slug
 from endokernel.hf.rmbench_data import load_examples
 from endokernel.hf.tiny import CHAT_TEMPLATE, random_model, tiny_config, train_tokenizer
 from endokernel.serve import ServerSettings
+from endokernel.serve.encoding import PairEncoder
+from endokernel.serve.protocols import openrlhf_rows
+from endokernel.serve.schemas import OpenRLHFRequest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -82,11 +87,11 @@ def small(vocab: int) -> transformers.PretrainedConfig:
 
 
 MANY = {1: 48, 8: 192, 64: 512}
-SETUPS = {
-    "tiny-short": Setup(tiny, 32, 32, MANY, 3, 1),
-    "tiny": Setup(tiny, None, 128, MANY, 3, 1),
-    "small-short": Setup(small, 32, 32, MANY, 3, 1),
-    "small": Setup(small, None, 128, MANY, 3, 1),
+SETUPS = {  # an even number of repeats: each server goes first as often as the other
+    "tiny-short": Setup(tiny, 32, 32, MANY, 4, 1),
+    "tiny": Setup(tiny, None, 128, MANY, 4, 1),
+    "small-short": Setup(small, 32, 32, MANY, 4, 1),
+    "small": Setup(small, None, 128, MANY, 4, 1),
     "mid-short": Setup(qwen3_06b, 32, 32, {1: 4, 8: 16, 64: 64}, 1, 1),
 }
 
@@ -143,9 +148,10 @@ class Server:
         return found["count"], found["sum"]
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(120)
-        os.unlink(self.log.name)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(120)
+            os.unlink(self.log.name)
 
 
 async def closed_loop(url: str, bodies: list[dict], concurrency: int) -> tuple[float, list[float], list[float]]:
@@ -173,6 +179,33 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def model_only(model_dir: str, dtype: str, threads: int, bodies: list[dict], repeats: int) -> dict:
+    """The model's time per request in this process, without HTTP: the requests' rows (tokenized as the server
+    tokenizes them) scored one per forward, and all in one forward. Their ratio bounds what batching can gain."""
+    model = EndogenousRewardModel.from_pretrained(model_dir, dtype=dtype, device="cpu")
+    rows = openrlhf_rows(PairEncoder(model), OpenRLHFRequest(
+        query=[b["query"][0] for b in bodies], prompts=[b["prompts"][0] for b in bodies]))
+    methods = {"alone": lambda: [model.score_encoded([row]) for row in rows],
+               "together": lambda: model.score_encoded(rows, max_tokens=len(rows) * max(len(i) for i, _ in rows))}
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fn in methods.values():
+            fn()  # warm-up
+        for _ in range(repeats):
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                fn()
+                seconds[name].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads_before)
+    per_row = {name: 1000 * statistics.median(s) / len(rows) for name, s in seconds.items()}
+    return {"rows": len(rows), "threads": threads, "repeats": repeats, "seconds": seconds,
+            "ms_per_request_alone": per_row["alone"], "ms_per_request_together": per_row["together"],
+            "ratio": per_row["alone"] / per_row["together"]}
+
+
 def measure(name: str, dtype: str, levels: list[int], repeats: int | None, threads: int | None,
             workdir: pathlib.Path) -> dict:
     setup = SETUPS[name]
@@ -195,13 +228,13 @@ def measure(name: str, dtype: str, levels: list[int], repeats: int | None, threa
         bodies = payloads(tokenizer, max(counts[c] for c in levels), setup.prompt_tokens, setup.response_tokens)
         lengths = [len(tokenizer(b["query"][0], add_special_tokens=False).input_ids) for b in bodies]
         runs = []
-        for concurrency in levels:
+        for level, concurrency in enumerate(levels):
             work = bodies[: counts[concurrency]]
             samples: dict[str, list[dict]] = {ON: [], OFF: []}
             rewards: dict[str, list[float]] = {}
             load_before = os.getloadavg()
             for repeat in range(repeats):
-                order = [ON, OFF] if repeat % 2 == 0 else [OFF, ON]  # alternate which goes first
+                order = [ON, OFF] if (level + repeat) % 2 == 0 else [OFF, ON]  # alternate which goes first
                 for mode in order:
                     before = servers[mode].batches()
                     wall, latencies, rewards[mode] = asyncio.run(closed_loop(servers[mode].url, work, concurrency))
@@ -222,6 +255,11 @@ def measure(name: str, dtype: str, levels: list[int], repeats: int | None, threa
                          "median": summary,
                          "speedup": summary[ON]["requests_per_second"] / summary[OFF]["requests_per_second"],
                          "max_relative_difference": difference, "agree": difference <= RTOL[dtype]})
+        for server in servers.values():
+            server.stop()  # idle, but the model-only run should have the machine to itself
+        rows = min(32, len(bodies))
+        model = model_only(str(model_dir), dtype, threads, bodies[:rows], repeats)
+        print(f"  {name} model only, {rows} requests: {model['ratio']:.2f}x faster together", file=sys.stderr)
         return {"setup": name, "model": {"arch": "qwen3", "hidden": config.hidden_size,
                           "layers": config.num_hidden_layers, "vocab": config.vocab_size,
                           "parameters": params, "dtype": dtype, "weights": "random, seed 0",
@@ -230,7 +268,7 @@ def measure(name: str, dtype: str, levels: list[int], repeats: int | None, threa
                                        "min": min(lengths), "max": max(lengths), "median": statistics.median(lengths)},
                 "server": {"max_batch_tokens": SERVER.max_batch_tokens, "max_wait_ms": SERVER.max_wait_ms,
                            "threads": threads},
-                "runs": runs}
+                "runs": runs, "model_only": model}
     finally:
         for server in servers.values():
             server.stop()
@@ -262,15 +300,16 @@ def main() -> None:
     print(f"\nCPU: {info['device_name']} ({info['cpu_threads']} threads), torch {info['torch']}; one-sample OpenRLHF "
           f"requests, {args.dtype}, random weights; median of the repeats\n")
     print("| setup | clients | requests | batching (req/s, p50/p99 ms, pairs/forward) "
-          "| no batching (req/s, p50/p99 ms) | speedup | load average |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| no batching (req/s, p50/p99 ms) | speedup | model only: together vs alone | load average |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
         for run in result["runs"]:
             on, off = run["median"][ON], run["median"][OFF]
             print(f"| {result['setup']} | {run['concurrency']} | {run['requests']} x {run['repeats']} | "
                   f"{on['requests_per_second']:.1f}, {on['p50_ms']:.0f}/{on['p99_ms']:.0f}, "
                   f"{on['pairs_per_forward']:.1f} | {off['requests_per_second']:.1f}, {off['p50_ms']:.0f}/"
-                  f"{off['p99_ms']:.0f} | {run['speedup']:.2f} | {run['load_average']['before'][0]:.1f} to "
+                  f"{off['p99_ms']:.0f} | {run['speedup']:.2f} | {result['model_only']['ratio']:.2f} | "
+                  f"{run['load_average']['before'][0]:.1f} to "
                   f"{run['load_average']['after'][0]:.1f} |")
     print(f"\nwrote {path}")
     if not all(run["agree"] for result in results for run in result["runs"]):
