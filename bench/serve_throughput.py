@@ -282,6 +282,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs per server and level (default: the setup's)")
     parser.add_argument("--threads", type=int, default=None, help="each server's CPU threads (default: the setup's)")
+    parser.add_argument("--out", default=None, help="JSON path (default bench/results/<device>-<date>-serve-throughput"
+                                                     ".json)")
     args = parser.parse_args()
     names = args.setups.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -294,7 +296,7 @@ def main() -> None:
                    for name in names]
     info = describe(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{slug(info)}-serve-throughput.json"
+    path = pathlib.Path(args.out) if args.out else RESULTS / f"{slug(info)}-serve-throughput.json"
     path.write_text(json.dumps({"kind": "serve-throughput", "environment": info, "results": results}, indent=2) + "\n")
 
     print(f"\nCPU: {info['device_name']} ({info['cpu_threads']} threads), torch {info['torch']}; one-sample OpenRLHF "

@@ -24,9 +24,10 @@ MAX_ONGOING_REQUESTS = 1024  # per replica
 
 def deployment(settings: ServerSettings, *, num_replicas: int = 1, num_gpus: float | None = None,
                name: str = "endokernel") -> Application:
-    """A Ray Serve application of ``num_replicas`` reward servers. ``num_gpus``: per replica (default 1 where
-    the Ray cluster has GPUs, else 0; each replica then sees only its own GPU as cuda:0)."""
-    import ray
+    """A Ray Serve application of ``num_replicas`` reward servers. ``num_gpus``: per replica; default 1 where the
+    machine building the application has a CUDA GPU, else 0 (``serve run`` builds it before connecting to Ray:
+    on a cluster whose head node has no GPU, pass it). A replica given a GPU sees only that one, as cuda:0."""
+    import torch
     from ray import serve
 
     from .app import create_app
@@ -34,7 +35,7 @@ def deployment(settings: ServerSettings, *, num_replicas: int = 1, num_gpus: flo
     if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
         raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
     if num_gpus is None:
-        num_gpus = 1 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        num_gpus = 1 if torch.cuda.is_available() else 0
 
     def build():  # runs in each replica: the model loads there, when the app starts
         return create_app(settings)
