@@ -42,6 +42,7 @@ import torch
 import transformers
 
 from endokernel import EndogenousRewardModel
+from endokernel.bench import tables
 from endokernel.bench.environment import describe, slug
 from endokernel.hf.rmbench_data import load_examples
 from endokernel.hf.tiny import CHAT_TEMPLATE, random_model, tiny_config, train_tokenizer
@@ -297,22 +298,10 @@ def main() -> None:
     info = describe(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
     path = pathlib.Path(args.out) if args.out else RESULTS / f"{slug(info)}-serve-throughput.json"
-    path.write_text(json.dumps({"kind": "serve-throughput", "environment": info, "results": results}, indent=2) + "\n")
+    document = {"kind": "serve-throughput", "environment": info, "results": results}
+    path.write_text(json.dumps(document, indent=2) + "\n")
 
-    print(f"\nCPU: {info['device_name']} ({info['cpu_threads']} threads), torch {info['torch']}; one-sample OpenRLHF "
-          f"requests, {args.dtype}, random weights; median of the repeats\n")
-    print("| setup | clients | requests | batching (req/s, p50/p99 ms, pairs/forward) "
-          "| no batching (req/s, p50/p99 ms) | speedup | model only: together vs alone | load average |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for result in results:
-        for run in result["runs"]:
-            on, off = run["median"][ON], run["median"][OFF]
-            print(f"| {result['setup']} | {run['concurrency']} | {run['requests']} x {run['repeats']} | "
-                  f"{on['requests_per_second']:.1f}, {on['p50_ms']:.0f}/{on['p99_ms']:.0f}, "
-                  f"{on['pairs_per_forward']:.1f} | {off['requests_per_second']:.1f}, {off['p50_ms']:.0f}/"
-                  f"{off['p99_ms']:.0f} | {run['speedup']:.2f} | {result['model_only']['ratio']:.2f} | "
-                  f"{run['load_average']['before'][0]:.1f} to "
-                  f"{run['load_average']['after'][0]:.1f} |")
+    print("\n" + tables.markdown(document))
     print(f"\nwrote {path}")
     if not all(run["agree"] for result in results for run in result["runs"]):
         raise SystemExit(f"batching on and off disagree beyond a relative {RTOL[args.dtype]}")
