@@ -77,11 +77,37 @@ def _distributed(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _serve_throughput(document: dict) -> str:
+    results = document["results"]
+    dtypes = sorted({result["model"]["dtype"] for result in results})
+    lines = [environment_line(document["environment"]), "",
+             f"one-sample OpenRLHF requests, {', '.join(dtypes)}, random weights; each server with "
+             f"{results[0]['server']['threads']} torch thread(s); median of the repeats", "",
+             "| setup | model | tokens / request | clients | requests | batching: req/s, p50/p99 ms, pairs/forward "
+             "| no batching: req/s, p50/p99 ms | speedup | model alone vs 32 together | load average |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        model = result["model"]
+        shape = f"D={model['hidden']}, {model['layers']} layers, V={model['vocab']}"
+        for run in result["runs"]:
+            on, off = run["median"]["batching"], run["median"]["no batching"]
+            lines.append(f"| {result['setup']} | {shape} | {result['tokens_per_request']['median']:g} | "
+                         f"{run['concurrency']} | {run['requests']} x {run['repeats']} | "
+                         f"{on['requests_per_second']:.1f}, {on['p50_ms']:.0f}/{on['p99_ms']:.0f}, "
+                         f"{on['pairs_per_forward']:.1f} | {off['requests_per_second']:.1f}, {off['p50_ms']:.0f}/"
+                         f"{off['p99_ms']:.0f} | {run['speedup']:.2f} | {result['model_only']['ratio']:.2f} | "
+                         f"{run['load_average']['before'][0]:.1f} to {run['load_average']['after'][0]:.1f} |")
+    lines += ["", "model alone: the model's time per request in one process without HTTP, one per forward over "
+                  "32 together (the bound on what batching gains); load average over 1 minute, before and after"]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "sweep": _sweep,
     "rmbench-e2e": _rmbench_e2e,
     "rl-throughput": _rl_throughput,
     "distributed": _distributed,
+    "serve-throughput": _serve_throughput,
 }
 
 
