@@ -133,7 +133,22 @@ def test_without_batching_each_call_scores_one_request():
     answers, recorder, _ = run(go, across_requests=False, max_wait_s=1.0)
     for answer, rows in zip(answers, requests):
         check(answer, rows)
-    assert recorder.batches == [[6, 4]] * 6  # a request's pairs together, longest first
+    assert [sorted(b) for b in recorder.batches] == [[4, 6]] * 6  # a request's pairs together, alone
+
+
+def test_a_batch_takes_the_pairs_nearest_the_oldest_in_length():
+    """Padding is work: beside the oldest pair go the waiting pairs of nearly its length, not the next ones."""
+    lengths = [30, 4, 4, 30, 5, 4, 4, 5]
+    requests = [rows_of(n) for n in lengths]
+
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.submit(rows) for rows in requests))
+
+    answers, recorder, _ = run(go)
+    for answer, rows in zip(answers, requests):
+        check(answer, rows)
+    assert recorder.batches[0] == [30, 30]  # the oldest pair and the other 30, not the 4 that came next
+    assert sorted(recorder.batches[1]) == [4, 4, 4, 4, 5, 5]
 
 
 def test_queue_limit_and_a_request_that_can_never_fit():

@@ -1,6 +1,8 @@
-"""The cross-request batcher: requests' pairs wait in one queue; one task takes them in arrival order into batches
-of at most ``max_batch_tokens`` padded tokens (rows x longest row, one forward) and scores each batch in a worker
-thread, so that the event loop never runs the model. A request is answered once all its pairs are scored.
+"""The cross-request batcher: requests' pairs wait in one queue; one task takes them into batches of at most
+``max_batch_tokens`` padded tokens (rows x longest row, one forward) and scores each batch in a worker thread, so
+that the event loop never runs the model. A request is answered once all its pairs are scored. Each batch holds
+the oldest waiting pair and, beside it, the waiting pairs closest to it in length: padding is work too (on a CPU
+the forward costs what its padded tokens cost), and the oldest pair going first keeps the order fair.
 
 While a batch is scored, new requests queue up, so that under load batches fill by themselves. When the model is
 free, the waiting pairs go at once, unless requests announced by ``arriving`` (being tokenized) are on their
@@ -124,9 +126,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         request = _Request(rows, loop.create_future(), [None] * len(rows), len(rows))
         now = loop.time()
-        # a request's own pairs longest first: consecutive pairs of similar length pad less in a batch
-        for i in sorted(range(len(rows)), key=lambda i: -len(rows[i][0])):
-            self._waiting.append(_Item(request, i, now))
+        self._waiting.extend(_Item(request, i, now) for i in range(len(rows)))
         self.pending_tokens += tokens
         self._record_queue()
         self._wake.set()
@@ -160,35 +160,39 @@ class Batcher:
         return (count + 1) * max(longest, item.tokens) <= self.max_batch_tokens
 
     def _full(self) -> bool:
-        """Whether the waiting pairs already fill a batch: the next pair does not fit, or no pair could."""
+        """Whether the waiting pairs already fill a batch: some waiting pair would be left out of it."""
         if not self.across_requests:
             return True
-        count = longest = 0
-        for item in self._waiting:
-            if count and not self._fits(count, longest, item, self._waiting[0]):
-                return True
-            count, longest = count + 1, max(longest, item.tokens)
-        return (count + 1) * longest > self.max_batch_tokens
+        return len(self._plan()) < len(self._waiting)
+
+    def _plan(self) -> list[_Item]:
+        """The next batch: the oldest waiting pair, then the others nearest to it in length (ties: the older
+        first) while they fit."""
+        first = self._waiting[0]
+        batch, longest = [first], first.tokens
+        others = sorted(list(self._waiting)[1:], key=lambda item: abs(item.tokens - first.tokens))
+        for item in others:
+            if self._fits(len(batch), longest, item, first):
+                batch.append(item)
+                longest = max(longest, item.tokens)
+        return batch
 
     def _take(self) -> list[_Item]:
         self._drop_abandoned()
-        batch: list[_Item] = []
-        longest = 0
-        while self._waiting:
-            item = self._waiting[0]
-            if item.request.future.done():  # abandoned by its client
-                self._release(self._waiting.popleft().tokens)
-                continue
-            if batch and not self._fits(len(batch), longest, item, batch[0]):
-                break
-            batch.append(self._waiting.popleft())
-            longest = max(longest, item.tokens)
+        if not self._waiting:
+            return []
+        batch = self._plan()
+        taken = set(map(id, batch))
+        self._waiting = collections.deque(item for item in self._waiting if id(item) not in taken)
         self._record_queue()
         return batch
 
     def _drop_abandoned(self) -> None:
-        while self._waiting and self._waiting[0].request.future.done():
-            self._release(self._waiting.popleft().tokens)
+        """Forget the waiting pairs of requests whose clients are gone."""
+        gone = [item for item in self._waiting if item.request.future.done()]
+        if gone:
+            self._waiting = collections.deque(item for item in self._waiting if not item.request.future.done())
+            self._release(sum(item.tokens for item in gone))
 
     async def _score(self, batch: list[_Item]) -> None:
         rows = [item.request.rows[item.index] for item in batch]
