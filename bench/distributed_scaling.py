@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from endokernel import fused_endogenous_reward
+from endokernel.bench import tables
 from endokernel.bench.environment import describe, slug
 from endokernel.distributed.comm import count_traffic
 
@@ -132,13 +133,6 @@ def bandwidth_model(measured: dict, dim: int) -> list[dict]:
     return rows
 
 
-def _size(count: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count:.0f} B"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=1024, help="tokens per call, in 2 rows (default 1024)")
@@ -157,26 +151,12 @@ def main() -> None:
         results[mode] = {"ranks": world, "per_rank": run(mode, world, args)}
     load_after = os.getloadavg()[0]
 
-    table = ["| setup | ranks | phase | bytes / token / rank | collectives | collective s | compute CPU s "
-             "(slowest rank) | vs 1 process |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    measured = {}
-    for mode, entry in results.items():
-        for phase in ("forward", "backward"):
-            slowest = max(entry["per_rank"], key=lambda r: r[phase]["compute_cpu_seconds"])[phase]
-            measured.setdefault(mode, {})[phase] = slowest
-            single = results["single"]["per_rank"][0][phase]["compute_cpu_seconds"]
-            table.append(f"| {mode} | {entry['ranks']} | {phase} | {slowest['bytes_per_token']:.1f} | "
-                         f"{slowest['collectives']} | {slowest['collective_seconds']:.3f} | "
-                         f"{slowest['compute_cpu_seconds']:.3f} | {slowest['compute_cpu_seconds'] / single:.2f} |")
+    measured = {mode: {phase: max(entry["per_rank"], key=lambda r: r[phase]["compute_cpu_seconds"])[phase]
+                       for phase in ("forward", "backward")} for mode, entry in results.items()}
     modelled = bandwidth_model(measured, args.dim)
-    model_table = ["| setup | link | phase | compute ms | communication ms | received / rank | share |",
-                   "|---|---|---|---:|---:|---:|---:|"]
-    for row in modelled:
-        model_table.append(f"| {row['mode']} x {MODEL['ranks']} | {row['link']} | {row['phase']} | "
-                           f"{1e3 * row['compute_seconds']:.2f} | {1e3 * row['communication_seconds']:.3f} | "
-                           f"{_size(row['bytes_received_per_rank'])} | {100 * row['communication_share']:.1f}% |")
 
     record = {
+        "kind": "distributed",
         "environment": info,
         "note": ("CPU ranks over gloo, one thread each, on a shared 2-core machine (other jobs running; load "
                  f"average {load_before:.1f} before, {load_after:.1f} after): bytes are exact, compute is the CPU "
@@ -189,9 +169,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{slug(info)}-distributed.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print("\n".join(table))
-    print()
-    print("\n".join(model_table))
+    print(tables.markdown(record))
     print(f"\nwrote {path.relative_to(ROOT)}")
 
 

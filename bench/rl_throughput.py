@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from endokernel.bench import tables
 from endokernel.bench.environment import describe, slug
 from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right
 from endokernel.hf.conversation import encode_pairs
@@ -131,19 +132,9 @@ def main() -> None:
     info = describe(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{slug(info)}-rl-throughput.json"
-    path.write_text(json.dumps({"environment": info, "runs": runs}, indent=2) + "\n")
-
-    print(f"CPU: {info['device_name']} ({info['cpu_threads']} threads), torch {info['torch']}; "
-          f"{args.completions} completions of ~{args.tokens} tokens, float32, random weights, median of "
-          f"{args.repeats}\n")
-    print("| model | endokernel (responses/s) | naive, full logits (responses/s) | speedup | load average |")
-    print("|---|---:|---:|---:|---:|")
-    for run in runs:
-        median, best = run["responses_per_second"], run["responses_per_second_fastest"]
-        print(f"| {run['model']['name']} | {median[FAST]:.1f} ({best[FAST]:.1f}) | {median[NAIVE]:.1f} "
-              f"({best[NAIVE]:.1f}) | {run['speedup']:.2f} ({run['speedup_fastest']:.2f}) | "
-              f"{run['load_average']['before'][0]:.1f} to {run['load_average']['after'][0]:.1f} |")
-    print("\nmedian (fastest) of the repeats; load average: 1 minute, before and after")
+    document = {"kind": "rl-throughput", "environment": info, "runs": runs}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(tables.markdown(document))
     print(f"\nwrote {path}")
     if not all(run["agree"] for run in runs):
         raise SystemExit("the reward function and the naive path disagree beyond a relative 1e-4")

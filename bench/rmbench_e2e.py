@@ -24,6 +24,7 @@ import time
 import torch
 
 from endokernel import EndogenousRewardModel
+from endokernel.bench import tables
 from endokernel.bench.environment import describe, slug
 from endokernel.hf.original import original_reward
 from endokernel.hf.rmbench_data import load_examples
@@ -98,16 +99,10 @@ def main() -> None:
     info = describe(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{slug(info)}-rmbench-e2e.json"
-    path.write_text(json.dumps({"environment": info, "data": "rm-bench/chat_filtered.json (129 x 6 responses)",
-                                "runs": runs}, indent=2) + "\n")
-
-    print(f"CPU: {info['device_name']} ({info['cpu_threads']} threads), torch {info['torch']}; all 129 x 6 RM-Bench "
-          "chat responses, float32, random weights\n")
-    print("| model | tokens | original loop (s) | score (s) | speedup | max relative difference |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for run in runs:
-        print(f"| {run['model']['name']} | {run['tokens']} | {run['seconds']['original_loop']:.1f} | "
-              f"{run['seconds']['score']:.1f} | {run['speedup']:.1f} | {run['max_relative_difference']:.1e} |")
+    document = {"kind": "rmbench-e2e", "environment": info,
+                "data": "rm-bench/chat_filtered.json (129 x 6 responses)", "runs": runs}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(tables.markdown(document))
     print(f"\nwrote {path}")
     if not all(run["agree"] for run in runs):
         raise SystemExit("score and the original loop disagree beyond a relative 1e-4")

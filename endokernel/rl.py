@@ -42,10 +42,13 @@ class EndogenousRewardFunction:
         normalize: None or 'sum' (the sequence reward R), or 'mean' (the discount-weighted mean of the
             per-token rewards, sum_k w_k r_k / sum_k w_k: R divided by the number of response tokens at gamma 1).
         clip: clip rewards (after ``normalize``) to ``[-clip, clip]`` for a number, ``[low, high]`` for a pair.
-        batch_size, max_tokens: limits of a padded batch (see ``EndogenousRewardModel.score``).
+        batch_size: most rows of a padded batch (see ``EndogenousRewardModel.score``).
+        max_tokens: most padded tokens of a batch.
         chat_template: a Jinja template for conversational inputs in place of the tokenizer's (base models often
-            have none); ``chat_template_kwargs``: extra template variables, as TRL's ``chat_template_kwargs``.
-        dtype, device: for loading from a name or folder (see ``EndogenousRewardModel.from_pretrained``).
+            have none).
+        chat_template_kwargs: extra template variables, as TRL's ``chat_template_kwargs``.
+        dtype: for loading from a name or folder (see ``EndogenousRewardModel.from_pretrained``).
+        device: likewise.
         name: the ``__name__`` trainers log the reward under.
 
     Empty completions get 0.0. A pair longer than the model's ``max_position_embeddings`` raises a ValueError.

@@ -26,12 +26,13 @@ def settings_dict(settings: Settings) -> dict:
 
 
 def write_json(path: Path, environment: dict, settings: Settings, results: list[Result], **extra: object) -> None:
-    document = {"environment": environment, "settings": settings_dict(settings),
+    document = {"kind": "sweep", "environment": environment, "settings": settings_dict(settings),
                 "results": [row.as_dict() for row in results], **extra}
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def _environment_line(env: dict) -> str:
+def environment_line(env: dict) -> str:
+    """Device, threads, versions, commit and date of a results JSON, on one line."""
     if env["device"] == "cpu":
         where = (f"CPU: {env['device_name']} ({env['cpu_threads']} threads, "
                  f"native bf16: {'yes' if env['cpu_native_bf16'] else 'no'})")
@@ -48,7 +49,7 @@ def markdown(environment: dict, results: list[Result]) -> str:
     """One table per (head, dtype); skipped methods, failures and notes listed under each table."""
     on_cpu = environment["device"] == "cpu"
     unit, scale = ("s", 1.0) if on_cpu else ("ms", 1e3)
-    lines = [_environment_line(environment), ""]
+    lines = [environment_line(environment), ""]
     for (head, dtype), group in groupby(results, key=lambda r: (r.head, r.dtype)):
         rows = list(group)
         first = rows[0]
