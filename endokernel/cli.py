@@ -12,6 +12,8 @@ COMMANDS = {  # name -> (module, one-line help)
     "bench": ("endokernel.bench.command", "time and peak memory of every method against the matmul floor"),
     "score": ("endokernel.hf.score_cli", "endogenous reward of each (prompt, response) record of a file, as JSONL"),
     "serve": ("endokernel.serve.command", "HTTP reward server (OpenRLHF, slime, TRL, verl) batching across requests"),
+    "kernels": ("endokernel.backends.kernels_command",
+                "compile every Triton kernel for GPU targets (no GPU needed): registers, spills, shared memory"),
 }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ..._core.layout import ResponseLayout
-from .runtime import launch, tl, triton
+from .runtime import Launch, tl, triton
 
 
 @triton.jit
@@ -36,6 +36,21 @@ def finalize_kernel(
     tl.store(rewards_ptr + row, tl.sum(acc, axis=0))
 
 
+def plan(
+    chosen: torch.Tensor,
+    lse: torch.Tensor,
+    layout: ResponseLayout,
+    weights: torch.Tensor,
+    terminal: float,
+    rewards: torch.Tensor,
+    per_token: torch.Tensor,
+) -> Launch:
+    return Launch(finalize_kernel, (layout.batch,),
+                  (chosen, lse, layout.starts, layout.prompt_len, layout.lengths, weights, rewards, per_token,
+                   layout.seq_len, terminal),
+                  dict(BLOCK=256))
+
+
 def finalize_rewards(
     chosen: torch.Tensor,
     lse: torch.Tensor,
@@ -48,11 +63,4 @@ def finalize_rewards(
     """Fill ``rewards`` (B,) and ``per_token`` (B, T), fp32 and contiguous."""
     if layout.batch == 0:
         return
-    launch(
-        finalize_kernel,
-        (layout.batch,),
-        chosen.device,
-        chosen, lse, layout.starts, layout.prompt_len, layout.lengths, weights,
-        rewards, per_token, layout.seq_len, terminal,
-        BLOCK=256,
-    )
+    plan(chosen, lse, layout, weights, terminal, rewards, per_token).run(chosen.device)
