@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "logits_product.h"
+
 namespace endokernel {
 
 // Loop sizes: the vocabulary chunk and token block whose dL/dlogits are held at once (vocab_block x
@@ -16,6 +18,7 @@ struct BackwardBlocks {
   int64_t vocab_block;
   int64_t tile_rows;
   int64_t tile_vocab;
+  Engine engine;  // of the recomputed logits tiles (logits_product.h)
 };
 
 // hidden (M, D), weight (V, D) of one float dtype; rows, targets (N,) int64; bias (V,), lse, entropy and the
