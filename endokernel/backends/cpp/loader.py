@@ -33,9 +33,9 @@ def _module_name(isa: str) -> str:
     return f"endokernel.backends.cpp._C_{isa}"
 
 
-def runnable_variants() -> tuple[str, ...]:
-    """The variants this CPU can execute, fastest first (``default`` everywhere)."""
-    return RUNNABLE.get(torch.backends.cpu.get_cpu_capability(), ("default",))
+def runnable_variants(capability: str | None = None) -> tuple[str, ...]:
+    """The variants a CPU of torch's ``capability`` (default: this one's) can execute, fastest first."""
+    return RUNNABLE.get(capability or torch.backends.cpu.get_cpu_capability(), ("default",))
 
 
 def built_variants() -> tuple[str, ...]:
@@ -48,40 +48,38 @@ def usable_variants() -> tuple[str, ...]:
     return tuple(isa for isa in built_variants() if isa in runnable_variants())
 
 
+def why_not(isa: str, capability: str, built: tuple[str, ...]) -> str | None:
+    """Why variant ``isa`` cannot be loaded on a CPU of torch's ``capability`` with ``built`` variants, or None."""
+    if isa not in VARIANTS:
+        return f"there is no variant {isa!r} (variants: {', '.join(VARIANTS)})"
+    if isa not in runnable_variants(capability):
+        return f"this CPU cannot run the {isa} variant (torch reports its capability as {capability})"
+    if isa not in built:
+        return (f"the {isa} variant is not built (built: {', '.join(built) or 'none'}); reinstall with a C++ "
+                "compiler and 'pip install --no-build-isolation' so the build sees torch")
+    return None
+
+
+def choose(forced: str | None, capability: str, built: tuple[str, ...]) -> tuple[str | None, str]:
+    """(the variant to load or None, why there is none) for ENDOKERNEL_CPU_ISA's value ``forced``."""
+    if forced:
+        why = why_not(forced.lower(), capability, built)
+        return (None, f"{ISA_VARIABLE}={forced}: {why}") if why else (forced.lower(), "")
+    usable = [isa for isa in VARIANTS if isa in built and isa in runnable_variants(capability)]
+    if not usable:
+        return None, why_not(runnable_variants(capability)[0], capability, built) or "not built"
+    return usable[0], ""
+
+
 @functools.cache
 def _import(isa: str) -> ModuleType:
     return importlib.import_module(_module_name(isa))
 
 
-def _why_not(isa: str) -> str | None:
-    """Why variant ``isa`` cannot be loaded here, or None where it can."""
-    if isa not in VARIANTS:
-        return f"there is no variant {isa!r} (variants: {', '.join(VARIANTS)})"
-    if isa not in runnable_variants():
-        return (f"this CPU cannot run the {isa} variant (torch reports its capability as "
-                f"{torch.backends.cpu.get_cpu_capability()})")
-    if isa not in built_variants():
-        return (f"the {isa} variant is not built (built: {', '.join(built_variants()) or 'none'}); reinstall with "
-                "a C++ compiler and 'pip install --no-build-isolation' so the build sees torch")
-    return None
-
-
-def _choose() -> tuple[str | None, str]:
-    """(the variant to run or None, why there is none)."""
-    if os.environ.get(DISABLE_VARIABLE) == "1":
-        return None, f"disabled by {DISABLE_VARIABLE}=1"
-    forced = os.environ.get(ISA_VARIABLE)
-    if forced:
-        why = _why_not(forced.lower())
-        return (None, f"{ISA_VARIABLE}={forced}: {why}") if why else (forced.lower(), "")
-    usable = usable_variants()
-    if not usable:
-        return None, _why_not(runnable_variants()[0]) or "not built"
-    return usable[0], ""
-
-
 def _load() -> tuple[ModuleType | None, str | None, str]:
-    isa, why = _choose()
+    if os.environ.get(DISABLE_VARIABLE) == "1":
+        return None, None, f"disabled by {DISABLE_VARIABLE}=1"
+    isa, why = choose(os.environ.get(ISA_VARIABLE), torch.backends.cpu.get_cpu_capability(), built_variants())
     if isa is None:
         return None, None, why
     try:
@@ -113,7 +111,7 @@ def extension(isa: str | None = None) -> ModuleType:
             raise RuntimeError(f"backend='cpp' needs endokernel's C++ CPU kernels, not available here: {_WHY}; "
                                "use backend='torch' instead")
         return _MODULE
-    why = _why_not(isa)
+    why = why_not(isa, torch.backends.cpu.get_cpu_capability(), built_variants())
     if why is not None:
         raise RuntimeError(f"C++ CPU kernels {isa!r}: {why}")
     return _import(isa)
