@@ -2,12 +2,12 @@
 //
 // Loop order: vocabulary chunks, then token blocks; for each (chunk x block), dL/dlogits is recomputed into a
 // buffer, transposed (vocabulary rows, position columns), by token tiles spread over threads (a transposed
-// logits tile, then the fused epilogue on it while it is in L2), each token tile then adds its dL/dhidden rows
-// (one matmul against the chunk of the head); after a barrier, vocab tiles spread over threads add their
-// dL/dweight rows (one matmul against the block of hidden rows) and bias sums. Every output row is owned by one
-// work item whose sizes do not depend on the thread count, and meets the chunks (for dL/dhidden) or blocks (for
-// dL/dweight) in order: no atomics, results bitwise identical for any number of threads. Four matmuls per
-// logits element in all, as for any logits-free backward.
+// logits tile, then the fused epilogue on it while it is in L2); after a barrier, work items spread over threads
+// multiply it out: blocks of tile_rows positions add their dL/dhidden rows (one matmul against the chunk of the
+// head), blocks of tile_rows vocabulary rows their dL/dweight rows (one matmul against the block of hidden rows)
+// and bias sums. Every output row is owned by one work item whose sizes do not depend on the thread count, and
+// meets the chunks (for dL/dhidden) or blocks (for dL/dweight) in order: no atomics, results bitwise identical
+// for any number of threads. Four matmuls per logits element in all, as for any logits-free backward.
 #include "backward.h"
 
 #include <ATen/Dispatch.h>
@@ -54,12 +54,12 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
   const acc_t inv_temperature = acc_t(1) / static_cast<acc_t>(temperature);
   const int64_t threads = at::get_num_threads();
 
-  LogitsProduct logits(dim, mm_dtype, acc_dtype, blocks.engine, tile_vocab, tile_rows, threads);
+  LogitsProduct logits(dim, mm_dtype, acc_dtype, blocks.engine, tile_vocab, blocks.tile_tokens, threads);
   const int64_t tile_tokens = logits.tile_tokens();
   // per thread: where the matmul dtype is narrower, a product buffer for its dL/dhidden or dL/dweight rows
   std::vector<at::Tensor> scratch;
   for (int64_t i = 0; i < threads && mm_dtype != acc_dtype; ++i) {
-    scratch.push_back(at::empty({std::max(tile_tokens, tile_rows) * dim}, mm_options));
+    scratch.push_back(at::empty({tile_rows * dim}, mm_options));
   }
   const auto scratch_of = [&](int64_t tid) { return scratch.empty() ? at::Tensor() : scratch[tid]; };
   const at::Tensor h_all = hidden.index_select(0, rows).to(mm_dtype).contiguous();
@@ -112,21 +112,24 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
               at::sum_out(sums, real, 1);
             }
           }
-          logits.release();  // before at::mm: oneDNN's own kernels leave the matrix units unconfigured
-          if (grad_hidden) {
-            accumulate_product(grad_hidden->narrow(0, p0 + t0, cols), grad_logits.narrow(1, t0, cols).t(), w,
-                               scratch_of(tid));
-          }
         }
+        logits.release();  // before at::mm: oneDNN's own kernels leave the matrix units unconfigured
       });
 
-      if (!grad_weight && !grad_bias) continue;
+      // work items: dL/dhidden row blocks, then dL/dweight (and bias) row blocks
       const int64_t token_tiles = logits.num_tiles();
-      const int64_t vocab_tiles = (width + tile_rows - 1) / tile_rows;
-      at::parallel_for(0, vocab_tiles, 1, [&](int64_t begin, int64_t end) {
+      const int64_t token_items = grad_hidden ? (positions + tile_rows - 1) / tile_rows : 0;
+      const int64_t vocab_items = grad_weight || grad_bias ? (width + tile_rows - 1) / tile_rows : 0;
+      at::parallel_for(0, token_items + vocab_items, 1, [&](int64_t begin, int64_t end) {
         const int64_t tid = at::get_thread_num();
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t j0 = t * tile_rows, height = std::min(tile_rows, width - j0);
+        for (int64_t item = begin; item < end; ++item) {
+          if (item < token_items) {
+            const int64_t r0 = item * tile_rows, rows = std::min(tile_rows, positions - r0);
+            accumulate_product(grad_hidden->narrow(0, p0 + r0, rows), grad_logits.narrow(1, r0, rows).t(), w,
+                               scratch_of(tid));
+            continue;
+          }
+          const int64_t j0 = (item - token_items) * tile_rows, height = std::min(tile_rows, width - j0);
           if (grad_weight) accumulate_product(weight_acc.narrow(0, j0, height), grad_logits.narrow(0, j0, height), h,
                                               scratch_of(tid));
           if (grad_bias) {
@@ -156,7 +159,8 @@ void backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tens
               const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
               const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
   check_matrices(hidden, weight);
-  TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_vocab > 0,
+  TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_tokens > 0 &&
+                  blocks.tile_vocab > 0,
               "block sizes must be > 0");
   TORCH_CHECK(entropy.has_value() == grad_entropy.has_value(), "entropy and grad_entropy come together");
   const int64_t n = rows.numel(), vocab = weight.size(0);

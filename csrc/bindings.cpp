@@ -46,10 +46,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
          const at::Tensor& grad_lse, const std::optional<at::Tensor>& grad_entropy,
          const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
          const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, int64_t token_block,
-         int64_t vocab_block, int64_t tile_rows, int64_t tile_vocab, int64_t engine) {
+         int64_t vocab_block, int64_t tile_rows, int64_t tile_tokens, int64_t tile_vocab, int64_t engine) {
         endokernel::backward(hidden, weight, rows, targets, bias, pre, post, temperature, lse, entropy, grad_chosen,
                              grad_lse, grad_entropy, grad_hidden, grad_weight, grad_bias, mm_dtype,
-                             {token_block, vocab_block, tile_rows, tile_vocab,
+                             {token_block, vocab_block, tile_rows, tile_tokens, tile_vocab,
                               static_cast<endokernel::Engine>(engine)});
       },
       "Gradients into grad_hidden, grad_weight, grad_bias (each optional), see backward.h",

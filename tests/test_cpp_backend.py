@@ -134,7 +134,7 @@ def test_backward_small_blocks_match_reference(isa, engine, matmul_dtype, softca
     transform = LogitTransform(temperature=0.7, bias=case.kwargs["bias"], logit_scale=0.9, softcap=softcap)
     args = backward_inputs(case, rows, targets, transform, with_entropy)
     got = cpp_backend.backward(*args[:5], *(None if t is None else t.float() for t in args[5:]), (True, True, True),
-                               token_block=20, vocab_block=300, tile_rows=4, tile_vocab=37,
+                               token_block=20, vocab_block=300, tile_rows=5, tile_tokens=4, tile_vocab=37,
                                matmul_dtype=matmul_dtype, engine=engine, isa=isa)
     tol = 1e-5 if matmul_dtype is None else 1e-2
     for name, a, b in zip(("hidden", "weight", "bias"), got, float64_gradients(args, matmul_dtype)):

@@ -30,6 +30,7 @@ TILE_TOKENS = 64
 TILE_VOCAB = 512  # a 512 x 64 fp32 logits tile is 128 KiB: it stays in L2 between the matmul and the epilogue
 BACKWARD_TOKEN_BLOCK = 1024
 BACKWARD_VOCAB_BLOCK = 2048  # with BACKWARD_TOKEN_BLOCK: an 8 MiB fp32 dL/dlogits buffer
+BACKWARD_TILE_ROWS = 256  # rows of one gradient product (positions, or vocabulary rows): long enough for the BLAS
 ENGINES = {"auto": 0, "brgemm": 1, "aten": 2}  # csrc/logits_product.h
 
 __all__ = ["backward", "chosen_and_lse"]
@@ -80,7 +81,8 @@ def backward(
     *,
     token_block: int = BACKWARD_TOKEN_BLOCK,
     vocab_block: int = BACKWARD_VOCAB_BLOCK,
-    tile_rows: int = TILE_TOKENS,
+    tile_rows: int = BACKWARD_TILE_ROWS,
+    tile_tokens: int = TILE_TOKENS,
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
     engine: str = "auto",
@@ -102,5 +104,5 @@ def backward(
     extension(isa).backward(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
                             transform.temperature, per_position(lse), per_position(entropy), per_position(grad_chosen),
                             per_position(grad_lse), per_position(grad_entropy), grad_h, grad_w, grad_b, mm_dtype,
-                            token_block, vocab_block, tile_rows, tile_vocab, ENGINES[engine])
+                            token_block, vocab_block, tile_rows, tile_tokens, tile_vocab, ENGINES[engine])
     return grad_h, grad_w, grad_b
