@@ -1,34 +1,32 @@
 // The backward as one C++ loop (see endokernel/backends/cpp/backend.py for the contract).
 //
 // Loop order: vocabulary chunks, then token blocks; for each (chunk x block), dL/dlogits is recomputed into a
-// buffer by token tiles spread over threads (matmul, then the fused epilogue on each L2-resident tile), each
-// token tile then adds its dL/dhidden rows (one matmul against the chunk of the head); after a barrier, vocab
-// tiles spread over threads add their dL/dweight rows (one matmul against the block of hidden rows) and bias
-// sums. Every output row is owned by one work item whose sizes do not depend on the thread count, and meets
-// the chunks (for dL/dhidden) or blocks (for dL/dweight) in order: no atomics, results bitwise identical for
-// any number of threads. Four matmuls per logits element in all, as for any logits-free backward.
+// buffer, transposed (vocabulary rows, position columns), by token tiles spread over threads (a transposed
+// logits tile, then the fused epilogue on it while it is in L2); after a barrier, work items spread over threads
+// multiply it out: blocks of tile_rows positions add their dL/dhidden rows (one matmul against the chunk of the
+// head), blocks of tile_rows vocabulary rows their dL/dweight rows (one matmul against the block of hidden rows)
+// and bias sums. Every output row is owned by one work item whose sizes do not depend on the thread count, and
+// meets the chunks (for dL/dhidden) or blocks (for dL/dweight) in order: no atomics, results bitwise identical
+// for any number of threads. Four matmuls per logits element in all, as for any logits-free backward.
 #include "backward.h"
 
-#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "checks.h"
 #include "logits_grad.h"
+#include "logits_product.h"
 #include "tile.h"
 
 namespace endokernel {
 namespace {
 
-// one thread's scratch: a logits tile, and a gradient-product buffer where the matmul dtype is narrower
-struct Scratch {
-  TileBuffer logits;
-  at::Tensor product;
-};
-
-// out += a @ b, in place where the matmul runs in out's dtype
+// out += a @ b, in place where the matmul runs in out's dtype, else through ``scratch`` (a's dtype)
 void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const at::Tensor& scratch) {
   if (a.scalar_type() == out.scalar_type()) {
     product(out, a, b, true);
@@ -39,7 +37,7 @@ void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Te
   }
 }
 
-template <typename acc_t>
+template <typename acc_t, bool kSoftcap, bool kEntropy>
 void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& rows, const at::Tensor& targets,
          const Scales<acc_t>& scales, double temperature, const at::Tensor& lse,
          const std::optional<at::Tensor>& entropy,
@@ -47,7 +45,6 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
          const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
          const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
   const int64_t num_positions = rows.numel(), vocab = weight.size(0), dim = weight.size(1);
-  const bool with_entropy = entropy.has_value();
   const int64_t token_block = std::min(blocks.token_block, num_positions);
   const int64_t vocab_block = std::min(blocks.vocab_block, vocab);
   const int64_t tile_rows = blocks.tile_rows, tile_vocab = std::min(blocks.tile_vocab, vocab_block);
@@ -55,79 +52,86 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
   const auto acc_options = hidden.options().dtype(acc_dtype);
   const auto mm_options = hidden.options().dtype(mm_dtype);
   const acc_t inv_temperature = acc_t(1) / static_cast<acc_t>(temperature);
+  const int64_t threads = at::get_num_threads();
 
-  std::vector<Scratch> scratch;  // one per thread
-  for (int64_t i = 0; i < at::get_num_threads(); ++i) {
-    scratch.push_back({TileBuffer(tile_rows * tile_vocab, acc_options, mm_options),
-                       mm_dtype != acc_dtype ? at::empty({tile_rows * dim}, mm_options) : at::Tensor()});
+  LogitsProduct logits(dim, mm_dtype, acc_dtype, blocks.engine, tile_vocab, blocks.tile_tokens, threads);
+  const int64_t tile_tokens = logits.tile_tokens();
+  // per thread: where the matmul dtype is narrower, a product buffer for its dL/dhidden or dL/dweight rows
+  std::vector<at::Tensor> scratch;
+  for (int64_t i = 0; i < threads && mm_dtype != acc_dtype; ++i) {
+    scratch.push_back(at::empty({tile_rows * dim}, mm_options));
   }
+  const auto scratch_of = [&](int64_t tid) { return scratch.empty() ? at::Tensor() : scratch[tid]; };
   const at::Tensor h_all = hidden.index_select(0, rows).to(mm_dtype).contiguous();
-  const at::Tensor grad_logits_buffer = at::empty({token_block * vocab_block}, mm_options);
+  // dL/dlogits of one (chunk x block), transposed: (vocab rows, position columns)
+  const at::Tensor grad_logits_buffer = at::empty({vocab_block * token_block}, mm_options);
   const at::Tensor weight_acc = grad_weight ? at::empty({vocab_block, dim}, acc_options) : at::Tensor();
   const at::Tensor bias_acc = grad_bias ? at::empty({vocab_block}, acc_options) : at::Tensor();
-  // each token tile's column sums of dL/dlogits, taken from the tile in the accumulation dtype (the buffer the
+  // each token tile's row sums of dL/dlogits, taken from the tile in the accumulation dtype (the buffer the
   // gradient products read may be bf16), then added over the tiles in order
   const at::Tensor bias_parts =
-      grad_bias ? at::empty({(token_block + tile_rows - 1) / tile_rows, vocab_block}, acc_options) : at::Tensor();
+      grad_bias ? at::empty({(token_block + tile_tokens - 1) / tile_tokens, vocab_block}, acc_options) : at::Tensor();
   if (grad_hidden) grad_hidden->zero_();
 
   const int64_t* target_ptr = targets.const_data_ptr<int64_t>();
-  const acc_t* lse_ptr = lse.const_data_ptr<acc_t>();
-  const acc_t* entropy_ptr = with_entropy ? entropy->const_data_ptr<acc_t>() : nullptr;
-  const acc_t* grad_chosen_ptr = grad_chosen.const_data_ptr<acc_t>();
-  const acc_t* grad_lse_ptr = grad_lse.const_data_ptr<acc_t>();
-  const acc_t* grad_entropy_ptr = with_entropy ? grad_entropy->const_data_ptr<acc_t>() : nullptr;
-  const auto position = [&](int64_t n) {
-    return PositionGrad<acc_t>{target_ptr[n], lse_ptr[n], with_entropy ? entropy_ptr[n] : acc_t(0),
-                               grad_chosen_ptr[n], grad_lse_ptr[n], with_entropy ? grad_entropy_ptr[n] : acc_t(0)};
+  const acc_t* entropy_ptr = kEntropy ? entropy->const_data_ptr<acc_t>() : nullptr;
+  const acc_t* grad_entropy_ptr = kEntropy ? grad_entropy->const_data_ptr<acc_t>() : nullptr;
+  const auto positions_from = [&](int64_t n) {
+    return PositionGrads<acc_t>{target_ptr + n, lse.const_data_ptr<acc_t>() + n,
+                                kEntropy ? entropy_ptr + n : nullptr, grad_chosen.const_data_ptr<acc_t>() + n,
+                                grad_lse.const_data_ptr<acc_t>() + n, kEntropy ? grad_entropy_ptr + n : nullptr};
   };
 
   for (int64_t v0 = 0; v0 < vocab; v0 += vocab_block) {
     const int64_t width = std::min(vocab_block, vocab - v0);
-    const at::Tensor w = weight.narrow(0, v0, width).to(mm_dtype).contiguous();
+    const at::Tensor head = logits.head_rows(weight, v0, width, 0);  // (width, D or D padded), matmul dtype
+    const at::Tensor w = head.narrow(1, 0, dim);
     if (grad_weight) weight_acc.zero_();
     if (grad_bias) bias_acc.zero_();
     for (int64_t p0 = 0; p0 < num_positions; p0 += token_block) {
       const int64_t positions = std::min(token_block, num_positions - p0);
       const at::Tensor h = h_all.narrow(0, p0, positions);
-      const at::Tensor grad_logits = grad_logits_buffer.narrow(0, 0, positions * width).view({positions, width});
+      logits.set_tokens(h);
+      const at::Tensor grad_logits = grad_logits_buffer.narrow(0, 0, width * positions).view({width, positions});
 
-      const int64_t token_tiles = (positions + tile_rows - 1) / tile_rows;
-      at::parallel_for(0, token_tiles, 1, [&](int64_t begin, int64_t end) {
-        Scratch& s = scratch[at::get_thread_num()];
+      at::parallel_for(0, logits.num_tiles(), 1, [&](int64_t begin, int64_t end) {
+        const int64_t tid = at::get_thread_num();
         for (int64_t t = begin; t < end; ++t) {
-          const int64_t t0 = t * tile_rows, height = std::min(tile_rows, positions - t0);
-          const at::Tensor h_tile = h.narrow(0, t0, height);
+          const int64_t t0 = t * tile_tokens, cols = logits.tile_columns(t);
           for (int64_t j0 = 0; j0 < width; j0 += tile_vocab) {
             const int64_t tile_width = std::min(tile_vocab, width - j0);
-            const at::Tensor tile = s.logits.matmul(h_tile, w.narrow(0, j0, tile_width).t());
-            acc_t* data = tile.data_ptr<acc_t>();
-            for (int64_t r = 0; r < height; ++r) {
-              logits_grad_row<acc_t>(data + r * tile_width, tile_width, v0 + j0, scales, inv_temperature,
-                                     with_entropy, position(p0 + t0 + r));
-            }
-            grad_logits.narrow(0, t0, height).narrow(1, j0, tile_width).copy_(tile);
+            const at::Tensor tile = logits.tile(head, j0, tile_width, t, tid);
+            logits_grad_tile<acc_t, kSoftcap, kEntropy>(tile.data_ptr<acc_t>(), tile_width, tile.size(1), cols,
+                                                        v0 + j0, scales, inv_temperature,
+                                                        positions_from(p0 + t0));
+            const at::Tensor real = tile.narrow(1, 0, cols);
+            grad_logits.narrow(0, j0, tile_width).narrow(1, t0, cols).copy_(real);
             if (grad_bias) {
               OneThread one_thread;  // a fixed summation order whatever the thread count
               at::Tensor sums = bias_parts[t].narrow(0, j0, tile_width);
-              at::sum_out(sums, tile, 0);
+              at::sum_out(sums, real, 1);
             }
           }
-          if (grad_hidden) {
-            accumulate_product(grad_hidden->narrow(0, p0 + t0, height), grad_logits.narrow(0, t0, height), w,
-                               s.product);
-          }
         }
+        logits.release();  // before at::mm: oneDNN's own kernels leave the matrix units unconfigured
       });
 
-      if (!grad_weight && !grad_bias) continue;
-      const int64_t vocab_tiles = (width + tile_rows - 1) / tile_rows;
-      at::parallel_for(0, vocab_tiles, 1, [&](int64_t begin, int64_t end) {
-        Scratch& s = scratch[at::get_thread_num()];
-        for (int64_t t = begin; t < end; ++t) {
-          const int64_t j0 = t * tile_rows, height = std::min(tile_rows, width - j0);
-          const at::Tensor grad_logits_t = grad_logits.narrow(1, j0, height).t();
-          if (grad_weight) accumulate_product(weight_acc.narrow(0, j0, height), grad_logits_t, h, s.product);
+      // work items: dL/dhidden row blocks, then dL/dweight (and bias) row blocks
+      const int64_t token_tiles = logits.num_tiles();
+      const int64_t token_items = grad_hidden ? (positions + tile_rows - 1) / tile_rows : 0;
+      const int64_t vocab_items = grad_weight || grad_bias ? (width + tile_rows - 1) / tile_rows : 0;
+      at::parallel_for(0, token_items + vocab_items, 1, [&](int64_t begin, int64_t end) {
+        const int64_t tid = at::get_thread_num();
+        for (int64_t item = begin; item < end; ++item) {
+          if (item < token_items) {
+            const int64_t r0 = item * tile_rows, rows = std::min(tile_rows, positions - r0);
+            accumulate_product(grad_hidden->narrow(0, p0 + r0, rows), grad_logits.narrow(1, r0, rows).t(), w,
+                               scratch_of(tid));
+            continue;
+          }
+          const int64_t j0 = (item - token_items) * tile_rows, height = std::min(tile_rows, width - j0);
+          if (grad_weight) accumulate_product(weight_acc.narrow(0, j0, height), grad_logits.narrow(0, j0, height), h,
+                                              scratch_of(tid));
           if (grad_bias) {
             at::Tensor sums = bias_acc.narrow(0, j0, height);
             for (int64_t tile = 0; tile < token_tiles; ++tile) sums.add_(bias_parts[tile].narrow(0, j0, height));
@@ -155,7 +159,8 @@ void backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tens
               const std::optional<at::Tensor>& grad_hidden, const std::optional<at::Tensor>& grad_weight,
               const std::optional<at::Tensor>& grad_bias, at::ScalarType mm_dtype, const BackwardBlocks& blocks) {
   check_matrices(hidden, weight);
-  TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_vocab > 0,
+  TORCH_CHECK(blocks.token_block > 0 && blocks.vocab_block > 0 && blocks.tile_rows > 0 && blocks.tile_tokens > 0 &&
+                  blocks.tile_vocab > 0,
               "block sizes must be > 0");
   TORCH_CHECK(entropy.has_value() == grad_entropy.has_value(), "entropy and grad_entropy come together");
   const int64_t n = rows.numel(), vocab = weight.size(0);
@@ -182,8 +187,18 @@ void backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tens
   AT_DISPATCH_FLOATING_TYPES(acc, "endokernel::backward", [&] {
     const Scales<scalar_t> scales{static_cast<scalar_t>(pre), static_cast<scalar_t>(post.value_or(1.0)),
                                   post.has_value(), bias ? bias->const_data_ptr<scalar_t>() : nullptr};
-    run<scalar_t>(hidden.contiguous(), weight.contiguous(), rows, targets, scales, temperature, lse, entropy,
-                  grad_chosen, grad_lse, grad_entropy, grad_hidden, grad_weight, grad_bias, mm_dtype, blocks);
+    const auto call = [&](auto softcap, auto with_entropy) {
+      run<scalar_t, decltype(softcap)::value, decltype(with_entropy)::value>(
+          hidden.contiguous(), weight.contiguous(), rows, targets, scales, temperature, lse, entropy, grad_chosen,
+          grad_lse, grad_entropy, grad_hidden, grad_weight, grad_bias, mm_dtype, blocks);
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    if (post.has_value()) {
+      entropy.has_value() ? call(Yes{}, Yes{}) : call(Yes{}, No{});
+    } else {
+      entropy.has_value() ? call(No{}, Yes{}) : call(No{}, No{});
+    }
   });
 }
 

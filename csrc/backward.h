@@ -6,16 +6,20 @@
 
 #include <cstdint>
 
+#include "logits_product.h"
+
 namespace endokernel {
 
 // Loop sizes: the vocabulary chunk and token block whose dL/dlogits are held at once (vocab_block x
-// token_block in the matmul dtype), and the rows of one work item (tile_rows tokens for dL/dhidden and the
-// recomputed logits, tile_rows vocabulary rows for dL/dweight) and the width of one recomputed logits tile.
+// token_block in the matmul dtype), the rows of one gradient work item (tile_rows tokens for dL/dhidden,
+// tile_rows vocabulary rows for dL/dweight), and one recomputed logits tile (tile_vocab x tile_tokens).
 struct BackwardBlocks {
   int64_t token_block;
   int64_t vocab_block;
   int64_t tile_rows;
+  int64_t tile_tokens;
   int64_t tile_vocab;
+  Engine engine;  // of the recomputed logits tiles (logits_product.h)
 };
 
 // hidden (M, D), weight (V, D) of one float dtype; rows, targets (N,) int64; bias (V,), lse, entropy and the

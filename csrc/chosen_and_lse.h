@@ -6,13 +6,17 @@
 
 #include <cstdint>
 
+#include "logits_product.h"
+
 namespace endokernel {
 
-// Tile sizes: token super-block (converted once), and one logits tile (tile_tokens x tile_vocab).
+// Tile sizes: token super-block (packed once), and one logits tile (tile_vocab x tile_tokens); the engine
+// that multiplies the tiles (see logits_product.h).
 struct Blocks {
   int64_t token_block;
   int64_t tile_tokens;
   int64_t tile_vocab;
+  Engine engine;
 };
 
 // hidden (M, D), weight (V, D) of one float dtype; rows, targets (N,) int64; bias (V,) and the outputs (N,)

@@ -1,7 +1,8 @@
-// One thread's logits tile, and the one matmul helper every tile loop multiplies with.
+// The one matmul helper the ATen tile products multiply with, and the one-thread guard around it.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/mm.h>
 
 #include <omp.h>
 
@@ -48,31 +49,5 @@ inline void product(const at::Tensor& out, const at::Tensor& a, const at::Tensor
   }
   if (depth == 0 && !accumulate) out.zero_();
 }
-
-// A reused logits tile in the accumulation dtype, and its matmul-dtype twin where the matmul runs in a
-// narrower dtype (bf16 on CPUs with bf16 units: ATen's CPU bf16 matmul returns bf16, converted into the tile).
-class TileBuffer {
- public:
-  TileBuffer(int64_t size, const at::TensorOptions& acc_options, const at::TensorOptions& mm_options)
-      : tile_(at::empty({size}, acc_options)),
-        mm_tile_(acc_options.dtype() == mm_options.dtype() ? at::Tensor() : at::empty({size}, mm_options)) {}
-
-  // a (rows, D) @ b (D, cols) into the front of the buffer, as a (rows, cols) tile in the accumulation dtype
-  at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
-    const int64_t rows = a.size(0), cols = b.size(1);
-    at::Tensor tile = tile_.narrow(0, 0, rows * cols).view({rows, cols});
-    if (mm_tile_.defined()) {
-      at::Tensor mm_tile = mm_tile_.narrow(0, 0, rows * cols).view({rows, cols});
-      product(mm_tile, a, b, false);
-      tile.copy_(mm_tile);
-    } else {
-      product(tile, a, b, false);
-    }
-    return tile;
-  }
-
- private:
-  at::Tensor tile_, mm_tile_;
-};
 
 }  // namespace endokernel

@@ -249,6 +249,21 @@ def make_model(arch: str, vocab_size: int, *, seed: int = 0, **config_kwargs):
     return tiny_model(arch, vocab_size, seed=seed, **config_kwargs)
 
 
+def make_gemma3_model(vocab_size: int, *, sliding_window: int = 8, seed: int = 0):
+    """A tiny random-weight Gemma-3-style LM: sliding-window layers (a window far shorter than the texts here) and a
+    global one, one key/value head shared by four query heads, tied head."""
+    import transformers
+
+    from endokernel.hf.tiny import random_model
+
+    config = transformers.Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, sliding_window=sliding_window, query_pre_attn_scalar=16,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=2048,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return random_model(config, seed=seed)
+
+
 def sample_pairs(count: int, max_chars: int = 900) -> list[tuple[str, str]]:
     """``count`` (prompt, response) pairs: RM-Bench chat responses of at most ``max_chars`` characters with
     their prompt, in turn of each style (concise, detailed plain, detailed markdown), when the data is there;

@@ -1,6 +1,7 @@
 """The C++ CPU backend's own settings (its parity cases, errors and gradients run with every backend's in
-test_parity, test_errors and test_autograd): small tiles and blocks against the float64 reference, bitwise
-reproducibility for 1 and 2 threads, the backward called directly, and the logits-free memory bound."""
+test_parity, test_errors and test_autograd): small tiles and blocks against the float64 reference for every
+compiled ISA variant this CPU runs and both tile engines, bitwise reproducibility for 1 and 2 threads, the
+backward called directly, and the logits-free memory bound."""
 
 import sys
 
@@ -11,6 +12,7 @@ from endokernel import cpp_available, token_statistics
 from endokernel._core.transform import LogitTransform
 from endokernel.backends import reference
 from endokernel.backends.cpp import backend as cpp_backend
+from endokernel.backends.cpp.loader import extension, usable_variants
 
 from cases import make_case, on_one_and_two_threads, relative_error
 
@@ -20,6 +22,18 @@ if not cpp_available():
 MiB = 2**20
 
 
+def engines(isa: str, dtype: torch.dtype) -> list[str]:
+    """The tile engines variant ``isa`` can multiply ``dtype`` (float32 accumulation) with on this CPU."""
+    brgemm = extension(isa).engine(cpp_backend.ENGINES["auto"], dtype, torch.float32) == cpp_backend.ENGINES["brgemm"]
+    return ["brgemm", "aten"] if brgemm else ["aten"]
+
+
+# every (variant, engine, matmul dtype) this machine can run; None: the fastest matmul dtype here
+KERNELS = [(isa, engine, dtype) for isa in usable_variants() for dtype in (None, torch.bfloat16)
+           for engine in engines(isa, dtype or torch.float32)]
+KERNEL_IDS = [f"{isa}-{engine}-{'bf16' if dtype else 'fastest'}" for isa, engine, dtype in KERNELS]
+
+
 def kernel_outputs(hidden, weight, rows, targets, transform, dtype, **blocks):
     """(chosen, lse, entropy) of the C++ kernel called directly, outputs poisoned with NaN."""
     outs = [torch.full((rows.numel(),), float("nan"), dtype=dtype) for _ in range(3)]
@@ -27,18 +41,19 @@ def kernel_outputs(hidden, weight, rows, targets, transform, dtype, **blocks):
     return outs
 
 
-@pytest.mark.parametrize("matmul_dtype", [None, torch.bfloat16], ids=["fastest", "bf16-matmul"])
+@pytest.mark.parametrize("isa,engine,matmul_dtype", KERNELS, ids=KERNEL_IDS)
 @pytest.mark.parametrize("softcap", [None, 4.0])
-def test_small_tiles_and_entropy_match_reference(softcap, matmul_dtype):
-    """Tiles far smaller than the sizes, none dividing them: super-blocks, token tiles and vocab tails."""
+def test_small_tiles_and_entropy_match_reference(softcap, isa, engine, matmul_dtype):
+    """Tiles far smaller than the sizes, none dividing them: super-blocks, token tiles and vocab tails (and an odd
+    D, which bf16 brgemm pads to an even depth)."""
     case = make_case(batch=3, seq_len=13, vocab=1031, dim=37, bias=True)
     hidden = case.hidden.reshape(-1, 37)
     rows = torch.randperm(hidden.shape[0])[:31]  # a subset, out of order, as the reward layout gathers
     targets = case.ids.reshape(-1)[rows]
     targets[:4] = -1  # no target: chosen 0
     transform = LogitTransform(temperature=0.7, bias=case.kwargs["bias"], logit_scale=0.9, softcap=softcap)
-    got = kernel_outputs(hidden, case.weight, rows, targets, transform, torch.float32, token_block=11, tile_tokens=4,
-                         tile_vocab=37, matmul_dtype=matmul_dtype)
+    got = kernel_outputs(hidden, case.weight, rows, targets, transform, torch.float32, token_block=20, tile_tokens=4,
+                         tile_vocab=37, matmul_dtype=matmul_dtype, engine=engine, isa=isa)
     ref = [torch.empty(rows.numel(), dtype=torch.float64) for _ in range(3)]
     t64 = LogitTransform(temperature=0.7, bias=case.kwargs["bias"].double(), logit_scale=0.9, softcap=softcap)
     reference.chosen_and_lse(hidden.double(), case.weight.double(), rows, targets, t64, *ref)
@@ -96,14 +111,22 @@ def float64_gradients(args, matmul_dtype=None):
     return reference.backward(hidden.double(), weight.double(), *rest, (True, True, True))
 
 
+# bf16 matmuls: checked with softcapped logits only (see below)
+BACKWARD_KERNELS = [(*kernel, softcap) for kernel in KERNELS for softcap in (None, 4.0) if softcap or kernel[2] is None]
+
+
 @pytest.mark.parametrize("with_entropy", [False, True], ids=["lse", "entropy"])
-@pytest.mark.parametrize("softcap,matmul_dtype", [(None, None), (4.0, None), (4.0, torch.bfloat16)],
-                         ids=["fastest", "softcap", "softcap-bf16-matmul"])
-def test_backward_small_blocks_match_reference(softcap, matmul_dtype, with_entropy):
+@pytest.mark.parametrize("isa,engine,matmul_dtype,softcap", BACKWARD_KERNELS,
+                         ids=[f"{name}-{'softcap' if k[3] else 'plain'}"
+                              for name, k in zip((KERNEL_IDS[KERNELS.index(k[:3])] for k in BACKWARD_KERNELS),
+                                                 BACKWARD_KERNELS)])
+def test_backward_small_blocks_match_reference(isa, engine, matmul_dtype, softcap, with_entropy):
     """Blocks and tiles far smaller than the sizes, none dividing them (vocab chunks, token blocks, tile tails),
-    a subset of rows out of order, positions without a target; outputs poisoned with NaN. bf16 matmuls round
-    each logits tile to bf16 (as ATen's CPU bf16 matmul returns it), an error that grows with the logits: that
-    path is checked with softcapped logits, against a reference that sees the same bf16 inputs."""
+    a subset of rows out of order, positions without a target; outputs poisoned with NaN. With bf16 matmuls,
+    dL/dlogits is rounded to bf16 for the gradient products (and the aten engine's logits tiles too, as ATen's
+    CPU bf16 matmul returns them), an error that grows with the logits (measured up to 5% relative at logits of
+    +-20 without a softcap): that path is checked with softcapped logits, against a reference that sees the same
+    bf16 inputs."""
     case = make_case(batch=3, seq_len=13, vocab=1031, dim=37, bias=True)
     rows = torch.randperm(3 * 13)[:31]
     targets = case.ids.reshape(-1)[rows]
@@ -111,8 +134,8 @@ def test_backward_small_blocks_match_reference(softcap, matmul_dtype, with_entro
     transform = LogitTransform(temperature=0.7, bias=case.kwargs["bias"], logit_scale=0.9, softcap=softcap)
     args = backward_inputs(case, rows, targets, transform, with_entropy)
     got = cpp_backend.backward(*args[:5], *(None if t is None else t.float() for t in args[5:]), (True, True, True),
-                               token_block=11, vocab_block=300, tile_rows=4, tile_vocab=37,
-                               matmul_dtype=matmul_dtype)
+                               token_block=20, vocab_block=300, tile_rows=5, tile_tokens=4, tile_vocab=37,
+                               matmul_dtype=matmul_dtype, engine=engine, isa=isa)
     tol = 1e-5 if matmul_dtype is None else 1e-2
     for name, a, b in zip(("hidden", "weight", "bias"), got, float64_gradients(args, matmul_dtype)):
         assert a.dtype == torch.float32

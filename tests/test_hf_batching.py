@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right
+from endokernel.hf.batching import DEFAULT_MAX_TOKENS, length_buckets, pad_right, prompt_groups
 
 LENGTHS = [5, 40, 12, 40, 3, 90, 7, 25, 25, 1]
 
@@ -52,3 +52,23 @@ def test_pad_right():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 10, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
     assert ids.dtype == mask.dtype == torch.int64
+
+
+def test_padding_bound_closes_batches_of_very_different_lengths():
+    lengths = [100, 90, 40, 38, 10]
+    # within the token budget all five would fit; at most a quarter of padding splits them by length
+    assert length_buckets(lengths, max_tokens=10**6) == [[0, 1, 2, 3, 4]]
+    batches = length_buckets(lengths, max_tokens=10**6, max_padding=0.25)
+    assert batches == [[0, 1, 2], [3], [4]]  # 100, 90, 40: 23% padding; a fourth row would make it 33%
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert 1 - sum(lengths[i] for i in batch) / padded <= 0.25
+
+
+def test_prompt_groups_split_shared_prompts_from_the_rest():
+    rows = [([1, 5, 6, 7], 2), ([1, 5, 8], 2), ([1, 9, 9], 2), ([1, 5], 2), ([2, 3, 4], 1), ([1, 9, 4], 3)]
+    groups, alone = prompt_groups(rows, range(len(rows)))
+    assert groups == [[0, 1, 3]]  # prompt [1, 5]; [1, 9] is a prompt once, [1, 9, 4] is another prompt
+    assert alone == [2, 4, 5]
+    groups, alone = prompt_groups(rows, [1, 2, 4])  # only the rows asked about
+    assert groups == [] and alone == [1, 2, 4]

@@ -25,11 +25,13 @@ from ..._core.transform import LogitTransform
 from ..cpu_features import tile_dtypes
 from .loader import extension
 
-TOKEN_BLOCK = 2048  # hidden rows gathered and converted at once: the head is converted once per super-block
-TILE_TOKENS = 128
-TILE_VOCAB = 512  # a 128 x 512 fp32 logits tile is 256 KiB: it stays in L2 between the matmul and the epilogue
+TOKEN_BLOCK = 2048  # hidden rows gathered and packed at once
+TILE_TOKENS = 64
+TILE_VOCAB = 512  # a 512 x 64 fp32 logits tile is 128 KiB: it stays in L2 between the matmul and the epilogue
 BACKWARD_TOKEN_BLOCK = 1024
 BACKWARD_VOCAB_BLOCK = 2048  # with BACKWARD_TOKEN_BLOCK: an 8 MiB fp32 dL/dlogits buffer
+BACKWARD_TILE_ROWS = 256  # rows of one gradient product (positions, or vocabulary rows): long enough for the BLAS
+ENGINES = {"auto": 0, "brgemm": 1, "aten": 2}  # csrc/logits_product.h
 
 __all__ = ["backward", "chosen_and_lse"]
 
@@ -48,17 +50,20 @@ def chosen_and_lse(
     tile_tokens: int = TILE_TOKENS,
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
+    engine: str = "auto",
+    isa: str | None = None,
 ) -> None:
     """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``); outputs must be contiguous.
-    ``matmul_dtype`` overrides the hardware choice, as in ``torch_tiled``."""
+    ``matmul_dtype`` overrides the hardware choice, as in ``torch_tiled``; ``engine`` the tile products' ('brgemm'
+    or 'aten', see csrc/logits_product.h); ``isa`` the compiled variant (default: the one chosen at import)."""
     acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
     pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
     # detached: the kernel's worker threads do not inherit the op's autograd exclusion, and ATen's out=
     # matmuls refuse inputs that require grad
-    extension().chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre,
-                               post, transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype, token_block,
-                               tile_tokens, tile_vocab)
+    extension(isa).chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias,
+                                  pre, post, transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype,
+                                  token_block, tile_tokens, tile_vocab, ENGINES[engine])
 
 
 def backward(
@@ -76,12 +81,15 @@ def backward(
     *,
     token_block: int = BACKWARD_TOKEN_BLOCK,
     vocab_block: int = BACKWARD_VOCAB_BLOCK,
-    tile_rows: int = TILE_TOKENS,
+    tile_rows: int = BACKWARD_TILE_ROWS,
+    tile_tokens: int = TILE_TOKENS,
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
+    engine: str = "auto",
+    isa: str | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``StatisticsBackend.backward`` (``endokernel.backends``): grad_h in the accumulation dtype, the head's
-    and bias's gradients in their own dtypes."""
+    and bias's gradients in their own dtypes; the keywords as for ``chosen_and_lse``."""
     acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
     pre, post = transform.folded_scales(1.0)
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
@@ -93,8 +101,8 @@ def backward(
     def per_position(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(acc_dtype).contiguous()
 
-    extension().backward(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
-                         transform.temperature, per_position(lse), per_position(entropy), per_position(grad_chosen),
-                         per_position(grad_lse), per_position(grad_entropy), grad_h, grad_w, grad_b, mm_dtype,
-                         token_block, vocab_block, tile_rows, tile_vocab)
+    extension(isa).backward(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
+                            transform.temperature, per_position(lse), per_position(entropy), per_position(grad_chosen),
+                            per_position(grad_lse), per_position(grad_entropy), grad_h, grad_w, grad_b, mm_dtype,
+                            token_block, vocab_block, tile_rows, tile_tokens, tile_vocab, ENGINES[engine])
     return grad_h, grad_w, grad_b

@@ -1,0 +1,194 @@
+"""Real-model-shaped scoring on CPU, end to end: the paper's one-at-a-time loop (``endokernel.hf.original``) against
+``EndogenousRewardModel.score`` on RM-Bench chat, with random-weight models built from the configs of real models
+(no weights are downloaded) and a byte-level BPE tokenizer trained on the same text.
+
+    python -m endokernel.bench.score_e2e [--examples 24] [--shapes gemma3-270m,qwen3-0.6b] [--dtypes float32,bfloat16]
+    python -m endokernel.bench.score_e2e --table bench/results/<file>.json   # the markdown table of a result
+
+Both sides score the same pairs in the same dtype in one process; the methods alternate chunk by chunk (a chunk is
+``--chunk`` examples, 6 responses each; the first method of each chunk rotates), so that other work on a shared
+machine slows them alike. Per method: seconds (sum over chunks), the largest peak extra resident memory of a chunk,
+and the largest reward difference from the original loop (relative). ``score-unshared`` is ``score`` with
+``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds. A warm-up on the first
+example runs first (its seconds are reported apart). JSON goes to bench/results/<device>-<date>-score-e2e.json
+(``"kind": "score-e2e"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from .._core.memory import measure
+from ..backends.cpp.loader import cpp_variant
+from .environment import describe, slug
+
+if TYPE_CHECKING:
+    import transformers
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "rm-bench" / "chat_filtered.json"
+METHODS = ("original", "score", "score-unshared")
+TOKENIZER_VOCAB = 32000  # BPE merges learnt from RM-Bench chat text; below either model's vocabulary
+
+
+def gemma3_270m() -> transformers.PretrainedConfig:
+    """Gemma-3-270m's shape: V = 262144, D = 640, 18 layers (5 sliding-window of 512 : 1 global), 4 heads of 256
+    sharing one key/value head, tied head, no final softcap."""
+    import transformers
+
+    return transformers.Gemma3TextConfig(
+        vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, sliding_window=512, max_position_embeddings=32768,
+        query_pre_attn_scalar=256, rope_theta=1_000_000.0, tie_word_embeddings=True,
+        layer_types=["full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)],
+        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def qwen3_0_6b() -> transformers.PretrainedConfig:
+    """Qwen3-0.6B's shape: V = 151936, D = 1024, 28 layers, 16 query heads of 128 on 8 key/value heads, tied head."""
+    import transformers
+
+    return transformers.Qwen3Config(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000.0,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+SHAPES: dict[str, Callable[[], transformers.PretrainedConfig]] = {"gemma3-270m": gemma3_270m, "qwen3-0.6b": qwen3_0_6b}
+
+
+def relative_difference(actual: list[float], expected: list[float]) -> float:
+    """max |a - e| / |e| over pairs (equal values, infinities included, count as 0)."""
+    return max(0.0 if a == e else abs(a - e) / max(abs(e), 1e-30) for a, e in zip(actual, expected))
+
+
+def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, methods: list[str],
+              chunk: int) -> dict:
+    """Every method on every example's six responses, alternating chunk by chunk; seconds, memory, agreement."""
+    from ..hf.model import EndogenousRewardModel
+    from ..hf.original import original_reward
+    from ..hf.tiny import random_model
+
+    config = SHAPES[shape]()
+    model = random_model(config, dtype=dtype)
+    scorers: dict[str, Callable[[list[str], list[str]], list[float]]] = {
+        "original": lambda ps, rs: [original_reward(model, tokenizer, p, r) for p, r in zip(ps, rs)],
+    }
+    if "score" in methods:
+        plain = EndogenousRewardModel(model, tokenizer)
+        scorers["score"] = lambda ps, rs: plain.score(ps, rs).tolist()
+    if "score-unshared" in methods:
+        unshared = EndogenousRewardModel(model, tokenizer, share_prompts=False)
+        scorers["score-unshared"] = lambda ps, rs: unshared.score(ps, rs).tolist()
+
+    pairs = [(ex["prompt"], response) for ex in examples for response in ex["chosen"] + ex["rejected"]]
+    encoded = EndogenousRewardModel(model, tokenizer).encode([p for p, _ in pairs], [r for _, r in pairs])
+    def call(name: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
+        """(rewards, seconds, peak extra bytes) of one method on some pairs."""
+        return measure(lambda: scorers[name]([p for p, _ in part], [r for _, r in part]), torch.device("cpu"))
+
+    warmup = {name: call(name, pairs[:6])[1] for name in methods}  # one-time costs out of the timed chunks
+    seconds = dict.fromkeys(methods, 0.0)
+    peak = dict.fromkeys(methods, 0)
+    rewards: dict[str, list[float]] = {name: [] for name in methods}
+    load_before = os.getloadavg()
+    for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
+        part = pairs[first : first + 6 * chunk]
+        for k in range(len(methods)):
+            name = methods[(i + k) % len(methods)]
+            result, took, extra = call(name, part)
+            rewards[name] += result
+            seconds[name] += took
+            peak[name] = max(peak[name], extra)
+        print(f"  {shape} {dtype}: {first + len(part)}/{len(pairs)} pairs, "
+              + ", ".join(f"{n} {seconds[n]:.1f} s" for n in methods), file=sys.stderr, flush=True)
+    return {
+        "shape": shape, "config": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str))},
+        "dtype": str(dtype).removeprefix("torch."), "examples": len(examples), "pairs": len(pairs),
+        "tokens": sum(len(ids) for ids, _ in encoded), "response_tokens": sum(len(ids) - p for ids, p in encoded),
+        "chunk_examples": chunk, "load_average": {"before": load_before, "after": os.getloadavg()},
+        "warmup_seconds": warmup, "seconds": seconds, "peak_extra_bytes": peak,
+        "speedup": {name: seconds["original"] / seconds[name] for name in methods if name != "original"},
+        "max_relative_difference": {name: relative_difference(rewards[name], rewards["original"])
+                                    for name in methods if name != "original"},
+        "finite": all(math.isfinite(x) for name in methods for x in rewards[name]),
+    }
+
+
+def render_table(result: dict) -> str:
+    """The markdown table of a result: one row per (shape, dtype), seconds (x the original loop's speed)."""
+    methods = result["settings"]["methods"]
+    others = [m for m in methods if m != "original"]
+    head = ["shape", "dtype", "tokens", "original loop (s)", *[f"{m} (s, speedup)" for m in others],
+            *[f"{m}: max rel. diff" for m in others], "peak extra MiB (" + " / ".join(methods) + ")"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for run in result["runs"]:
+        cells = [run["shape"], run["dtype"], str(run["tokens"]), f"{run['seconds']['original']:.1f}"]
+        cells += [f"{run['seconds'][m]:.1f} ({run['speedup'][m]:.2f}x)" for m in others]
+        cells += [f"{run['max_relative_difference'][m]:.1e}" for m in others]
+        cells.append(" / ".join(f"{run['peak_extra_bytes'][m] / 2**20:.0f}" for m in methods))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=24, help="RM-Bench chat examples, 6 responses each")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--chunk", type=int, default=2, help="examples per alternation (default 2)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--data", default=str(DATA), help="RM-Bench chat_filtered.json")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(render_table(json.loads(pathlib.Path(args.table).read_text())))
+        return
+    shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
+    methods = ["original", *[m for m in args.methods.split(",") if m != "original"]]
+    for option, values, known in (("--shapes", shapes, SHAPES), ("--methods", methods, METHODS),
+                                  ("--dtypes", dtypes, ("float32", "bfloat16"))):
+        if unknown := [v for v in values if v not in known]:
+            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+    if args.examples < 1 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
+        raise SystemExit("--examples, --chunk and --threads must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not pathlib.Path(args.data).is_file():
+        raise SystemExit(f"RM-Bench chat data not found at {args.data}")
+
+    from ..hf.tiny import train_tokenizer
+
+    data = json.loads(pathlib.Path(args.data).read_text())
+    tokenizer = train_tokenizer([t for ex in data for t in (ex["prompt"], *ex["chosen"], *ex["rejected"])],
+                                TOKENIZER_VOCAB)
+    examples = data[: args.examples]
+    runs = [run_shape(shape, getattr(torch, dtype), examples, tokenizer, methods, args.chunk)
+            for shape in shapes for dtype in dtypes]
+    info = describe(torch.device("cpu"))
+    result = {"kind": "score-e2e", "environment": {**info, "cpp_variant": cpp_variant()},
+              "data": f"rm-bench/chat_filtered.json, first {args.examples} examples x 6 responses",
+              "tokenizer": f"byte-level BPE trained on RM-Bench chat, {len(tokenizer)} tokens",
+              "settings": {"methods": methods, "chunk_examples": args.chunk, "threads": torch.get_num_threads()},
+              "runs": runs}
+    out = pathlib.Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{slug(info)}-score-e2e.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(render_table(result))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
