@@ -8,6 +8,7 @@ Defaults on GPU: N from 1k to 128k. ``--quick``: a CPU smoke run of a few minute
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Callable, TypeVar
 
 import torch
 
+from ..backends.cpp.loader import ISA_VARIABLE
 from . import plots, report, sweep
 from .environment import describe, slug
 from .methods import BACKWARD, FORWARD, METHODS
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         suffix = "-quick" if args.quick else f"-{args.preset}" if args.preset else ""
+        if os.environ.get(ISA_VARIABLE):  # a forced C++ variant: its results apart from the default's
+            suffix += f"-cpp-{os.environ[ISA_VARIABLE].lower()}"
         _bench(settings, Path(args.out_dir), suffix=suffix)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,7 @@ import subprocess
 
 import torch
 
+from ..backends.cpp.loader import cpp_variant
 from ..backends.cpu_features import cpu_model, has_native_bf16
 
 
@@ -23,7 +24,7 @@ def git_commit() -> str:
 
 
 def describe(device: torch.device) -> dict:
-    """Date, commit, versions and the device (CPU: model, threads, native bf16)."""
+    """Date, commit, versions and the device (CPU: model, threads, native bf16, the C++ kernels' ISA variant)."""
     try:
         import triton
 
@@ -44,6 +45,7 @@ def describe(device: torch.device) -> dict:
         info["device_name"] = cpu_model()
         info["cpu_threads"] = torch.get_num_threads()
         info["cpu_native_bf16"] = has_native_bf16()
+        info["cpp_variant"] = cpp_variant()  # None: not built or disabled
         info["load_average"] = os.getloadavg()  # 1, 5, 15 min: other work on the machine skews CPU timings
     return info
 

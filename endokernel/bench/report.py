@@ -35,7 +35,8 @@ def environment_line(env: dict) -> str:
     """Device, threads, versions, commit and date of a results JSON, on one line."""
     if env["device"] == "cpu":
         where = (f"CPU: {env['device_name']} ({env['cpu_threads']} threads, "
-                 f"native bf16: {'yes' if env['cpu_native_bf16'] else 'no'})")
+                 f"native bf16: {'yes' if env['cpu_native_bf16'] else 'no'}"
+                 + (f", C++ kernels: {env['cpp_variant']}" if env.get("cpp_variant") else "") + ")")
     else:
         where = f"GPU: {env['device_name']}"
     return f"{where}; torch {env['torch']}, triton {env['triton']}; commit {env['git_commit'][:12]}; {env['date']}"

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .._core.memory import measure
-from ..backends.cpp.loader import cpp_variant
 from .environment import describe, slug
+from .tables import markdown
 
 if TYPE_CHECKING:
     import transformers
@@ -124,22 +124,6 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
     }
 
 
-def render_table(result: dict) -> str:
-    """The markdown table of a result: one row per (shape, dtype), seconds (x the original loop's speed)."""
-    methods = result["settings"]["methods"]
-    others = [m for m in methods if m != "original"]
-    head = ["shape", "dtype", "tokens", "original loop (s)", *[f"{m} (s, speedup)" for m in others],
-            *[f"{m}: max rel. diff" for m in others], "peak extra MiB (" + " / ".join(methods) + ")"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    for run in result["runs"]:
-        cells = [run["shape"], run["dtype"], str(run["tokens"]), f"{run['seconds']['original']:.1f}"]
-        cells += [f"{run['seconds'][m]:.1f} ({run['speedup'][m]:.2f}x)" for m in others]
-        cells += [f"{run['max_relative_difference'][m]:.1e}" for m in others]
-        cells.append(" / ".join(f"{run['peak_extra_bytes'][m] / 2**20:.0f}" for m in methods))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=24, help="RM-Bench chat examples, 6 responses each")
@@ -153,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
     args = parser.parse_args(argv)
     if args.table:
-        print(render_table(json.loads(pathlib.Path(args.table).read_text())))
+        print(markdown(json.loads(pathlib.Path(args.table).read_text())))
         return
     shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
     methods = ["original", *[m for m in args.methods.split(",") if m != "original"]]
@@ -177,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [run_shape(shape, getattr(torch, dtype), examples, tokenizer, methods, args.chunk)
             for shape in shapes for dtype in dtypes]
     info = describe(torch.device("cpu"))
-    result = {"kind": "score-e2e", "environment": {**info, "cpp_variant": cpp_variant()},
+    result = {"kind": "score-e2e", "environment": info,
               "data": f"rm-bench/chat_filtered.json, first {args.examples} examples x 6 responses",
               "tokenizer": f"byte-level BPE trained on RM-Bench chat, {len(tokenizer)} tokens",
               "settings": {"methods": methods, "chunk_examples": args.chunk, "threads": torch.get_num_threads()},
@@ -186,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{slug(info)}-score-e2e.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(render_table(result))
+    print(markdown(result))
     print(f"\nwrote {path}")
 
 

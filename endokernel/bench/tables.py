@@ -102,12 +102,34 @@ def _serve_throughput(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _score_e2e(document: dict) -> str:
+    methods = document["settings"]["methods"]
+    others = [m for m in methods if m != "original"]
+    lines = [environment_line(document["environment"]), "",
+             f"{document['data']}; {document['tokenizer']}; random weights in the shape of real models; the "
+             f"methods alternate every {document['settings']['chunk_examples']} example(s), each side in the run's "
+             "dtype", "",
+             "| shape | dtype | tokens | original loop (s) | " + " | ".join(f"{m} (s, speedup)" for m in others)
+             + " | " + " | ".join(f"{m}: max rel. diff" for m in others)
+             + " | peak extra MiB (" + " / ".join(methods) + ") | load average |",
+             "|---|---|" + "---:|" * (4 + 2 * len(others))]
+    for run in document["runs"]:
+        cells = [run["shape"], run["dtype"], str(run["tokens"]), f"{run['seconds']['original']:.1f}",
+                 *[f"{run['seconds'][m]:.1f} ({run['speedup'][m]:.2f}x)" for m in others],
+                 *[f"{run['max_relative_difference'][m]:.1e}" for m in others],
+                 " / ".join(f"{run['peak_extra_bytes'][m] / 2**20:.0f}" for m in methods),
+                 f"{run['load_average']['before'][0]:.1f} to {run['load_average']['after'][0]:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "sweep": _sweep,
     "rmbench-e2e": _rmbench_e2e,
     "rl-throughput": _rl_throughput,
     "distributed": _distributed,
     "serve-throughput": _serve_throughput,
+    "score-e2e": _score_e2e,
 }
 
 

@@ -6,7 +6,7 @@ of its vocabulary splits, ``backward.py`` the G kernel and the library GEMMs of 
 logits tile, its epilogues and its gradient that forward and backward share, ``finalize.py`` the reward
 finalizer kernel, ``configs.py`` the default configurations and autotuning candidates, ``tuning.py`` the
 optional autotuning, ``runtime.py`` the launch, ``report.py`` the ahead-of-time compile report
-(``endokernel kernels``, ``command.py``)."""
+(``endokernel kernels``, in ``backends/kernels_command.py``)."""
 
 from .backward import backward
 from .forward import chosen_and_lse
