@@ -37,8 +37,8 @@ QUICK = {
 # the speed checks of the project's issues, each one command: `endokernel bench --preset NAME`
 _QWEN3_0_6B_HEAD = "1024:151936"  # D = 1024, V = 151936
 PRESETS = {
-    "cpp-forward": dict(  # the cpp backend against the torch backend and the floor: a long batch and a short one
-        device="cpu", shapes=_QWEN3_0_6B_HEAD, tokens="256,2048", dtypes="bfloat16,float32",
+    "cpp-forward": dict(  # the cpp backend against the torch backend and the floor: short and long batches
+        device="cpu", shapes=_QWEN3_0_6B_HEAD, tokens="256,1024,2048", dtypes="bfloat16,float32",
         methods="floor,torch,cpp", repeats=3, time_budget=1e9),
     "cpp-backward": dict(  # forward + backward (gradients for hidden and the head) of both CPU backends
         device="cpu", shapes=_QWEN3_0_6B_HEAD, tokens="2048", dtypes="bfloat16,float32",
