@@ -89,7 +89,7 @@ def test_quick_and_explicit_options_combine():
 
 def test_presets_set_the_options_and_given_options_win():
     settings = _settings(["--preset", "cpp-forward"])
-    assert settings.device.type == "cpu" and settings.tokens == (256, 2048)
+    assert settings.device.type == "cpu" and settings.tokens == (256, 1024, 2048)
     assert settings.methods == ("floor", "torch", "cpp") and [h.name for h in settings.heads] == ["d1024-v151936"]
     backward = _settings(["--preset", "cpp-backward", "--tokens", "64", "--repeats", "1"])
     assert backward.tokens == (64,) and backward.repeats == 1 and "cpp+bwd" in backward.methods
