@@ -118,8 +118,8 @@ class EndogenousRewardModel:
 
         Pairs are sorted by length into right-padded batches of at most ``batch_size`` rows and ``max_tokens``
         padded tokens (see ``length_buckets``; with neither given, 8192 tokens, or ``CPU_MAX_TOKENS`` on a CPU);
-        pairs that share a prompt run it once (``share_prompts``); results come back in input order. ``progress``: a tqdm bar
-        (default: on a terminal, when there is more than one batch).
+        pairs that share a prompt run it once (``share_prompts``); results come back in input order.
+        ``progress``: a tqdm bar (default: on a terminal, when there is more than one batch).
 
         ``data_parallel``: True (the default process group) or a ProcessGroup, to share the work: every rank of
         the group passes the same pairs, scores a share of them balanced by token count, and gets all results
