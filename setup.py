@@ -18,7 +18,8 @@ import warnings
 
 from setuptools import setup
 
-SOURCES = ["csrc/bindings.cpp", "csrc/chosen_and_lse.cpp", "csrc/backward.cpp", "csrc/logits_product.cpp"]
+SOURCES = ["csrc/bindings.cpp", "csrc/chosen_and_lse.cpp", "csrc/backward.cpp", "csrc/logits_product.cpp",
+           "csrc/decoder_ops.cpp"]
 FALLBACK = "endokernel: building without the C++ CPU kernels ({}); the pure-torch path is used instead"
 # at::vec picks its vector code from the CPU_CAPABILITY macros, as ATen's own per-ISA kernels do; the flags are
 # those ATen compiles its AVX2 and AVX512 kernels with (the CPUs torch reports as AVX2 / AVX512 have them all)

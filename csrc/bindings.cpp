@@ -5,6 +5,7 @@
 
 #include "backward.h"
 #include "chosen_and_lse.h"
+#include "decoder_ops.h"
 #include "logits_product.h"
 
 #define ENDOKERNEL_STRINGIFY_(x) #x
@@ -54,4 +55,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       "Gradients into grad_hidden, grad_weight, grad_bias (each optional), see backward.h",
       py::call_guard<py::gil_scoped_release>());
+  m.def("rms_norm", &endokernel::rms_norm, "RMSNorm of x's rows into out, see decoder_ops.h",
+        py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "act_mul_",
+      [](const at::Tensor& gate, const at::Tensor& up, int64_t activation) {
+        endokernel::act_mul_(gate, up, static_cast<endokernel::Activation>(activation));
+      },
+      "gate <- act(gate) * up (0 silu, 1 gelu tanh), see decoder_ops.h", py::call_guard<py::gil_scoped_release>());
 }

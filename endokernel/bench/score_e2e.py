@@ -9,9 +9,10 @@ Both sides score the same pairs in the same dtype in one process; the methods al
 ``--chunk`` examples, 6 responses each; the first method of each chunk rotates), so that other work on a shared
 machine slows them alike. Per method: seconds (sum over chunks), the largest peak extra resident memory of a chunk,
 and the largest reward difference from the original loop (relative). ``score-unshared`` is ``score`` with
-``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds. A warm-up on the first
-example runs first (its seconds are reported apart). JSON goes to bench/results/<device>-<date>-score-e2e.json
-(``"kind": "score-e2e"``).
+``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds; ``score-unfused`` is
+``score`` with ``fused_body=False`` (the decoder's own norms and MLP activations), to tell what fusing adds. A
+warm-up on the first example runs first (its seconds are reported apart). JSON goes to
+bench/results/<device>-<date>-score-e2e.json (``"kind": "score-e2e"``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "rm-bench" / "chat_filtered.json"
-METHODS = ("original", "score", "score-unshared")
+METHODS = ("original", "score", "score-unshared", "score-unfused")
 TOKENIZER_VOCAB = 32000  # BPE merges learnt from RM-Bench chat text; below either model's vocabulary
 
 
@@ -83,18 +84,18 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
     scorers: dict[str, Callable[[list[str], list[str]], list[float]]] = {
         "original": lambda ps, rs: [original_reward(model, tokenizer, p, r) for p, r in zip(ps, rs)],
     }
-    if "score" in methods:
-        plain = EndogenousRewardModel(model, tokenizer)
-        scorers["score"] = lambda ps, rs: plain.score(ps, rs).tolist()
-    if "score-unshared" in methods:
-        unshared = EndogenousRewardModel(model, tokenizer, share_prompts=False)
-        scorers["score-unshared"] = lambda ps, rs: unshared.score(ps, rs).tolist()
+    variants = {"score": {}, "score-unshared": {"share_prompts": False}, "score-unfused": {"fused_body": False}}
+    for name, options in variants.items():
+        if name in methods:
+            scorers[name] = EndogenousRewardModel(model, tokenizer, **options).score
 
     pairs = [(ex["prompt"], response) for ex in examples for response in ex["chosen"] + ex["rejected"]]
     encoded = EndogenousRewardModel(model, tokenizer).encode([p for p, _ in pairs], [r for _, r in pairs])
     def call(name: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
         """(rewards, seconds, peak extra bytes) of one method on some pairs."""
-        return measure(lambda: scorers[name]([p for p, _ in part], [r for _, r in part]), torch.device("cpu"))
+        score = scorers[name]
+        return measure(lambda: [float(x) for x in score([p for p, _ in part], [r for _, r in part])],
+                       torch.device("cpu"))
 
     warmup = {name: call(name, pairs[:6])[1] for name in methods}  # one-time costs out of the timed chunks
     seconds = dict.fromkeys(methods, 0.0)

@@ -20,6 +20,7 @@ from .._core.validate import check_gamma_beta, positive_float
 from ..api import fused_endogenous_reward
 from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right, prompt_groups
+from .fused_body import fused_decoder_ops
 from .modeling import (
     OutputHead,
     can_share_prompts,
@@ -58,15 +59,19 @@ class EndogenousRewardModel:
         share_prompts: run a prompt shared by several pairs through the decoder once, and its responses on its
             cached keys and values (same rewards up to rounding: within 1e-5 relative in float32). On by default
             where the model supports a ``DynamicCache``; False scores every pair from its first token.
+        fused_body: on a CPU, run the decoder's RMSNorms and gated-MLP activations as fused C++ kernels while
+            scoring, for the module classes they reproduce (checked once per class on a probe; the same values up
+            to rounding); False keeps every module's own forward.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto",
-                 share_prompts: bool = True) -> None:
+                 share_prompts: bool = True, fused_body: bool = True) -> None:
         if chat_template and not getattr(tokenizer, "chat_template", None):
             raise ValueError("chat_template=True, but the tokenizer has no chat template")
-        if not isinstance(share_prompts, bool):
-            raise TypeError(f"share_prompts must be a bool, got {share_prompts!r}")
+        for name, value in (("share_prompts", share_prompts), ("fused_body", fused_body)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {value!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.alpha = positive_float("alpha", alpha)
@@ -74,6 +79,7 @@ class EndogenousRewardModel:
         self.score_overlong = bool(score_overlong)
         self.backend = backend
         self.share_prompts = share_prompts and can_share_prompts(model)
+        self.fused_body = fused_body
         self.max_positions = max_positions(model)
         self._decoder = decoder_body(model)
         output_head(model)  # fail here for a model without an LM head; it is read again per call (model.to)
@@ -225,7 +231,8 @@ class EndogenousRewardModel:
                 per_token[i] = batch_tokens[r, offset[r] : offset[r] + count].cpu().to(out_dtype)
             bar.update(len(index))
 
-        with tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar:
+        with (tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar,
+              torch.no_grad(), fused_decoder_ops(self._decoder, self.fused_body)):
             for index in batches:
                 keep(index, *self._score_batch([rows[i] for i in index], head, gamma, beta),
                      [rows[i][1] for i in index])

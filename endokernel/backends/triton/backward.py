@@ -36,7 +36,7 @@ from .runtime import (
     transform_scalars,
     triton,
 )
-from .tile import column_halves, grouped_tile, logits_grad, logits_tile, transform_logits
+from .tile import column_halves, grouped_tile, logits_grad, logits_tile, position_rows, transform_logits
 
 DEFAULT_WORKSPACE_MIB = 512
 
@@ -79,12 +79,7 @@ def grad_logits_kernel(
     t_tile, v_tile = grouped_tile(tl.program_id(0), tiles_t, tl.cdiv(vocab, BLOCK_V), GROUP_T)
     t0 = t_tile * BLOCK_T
     v0 = v_tile * BLOCK_V
-    offs_t = t0 + tl.arange(0, BLOCK_T)
-    t_mask = offs_t < num_positions
-    if H_DESC:  # the descriptor's rows are the positions t0 ..
-        h_rows = offs_t
-    else:
-        h_rows = h_src + tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64) * stride_hn
+    offs_t, t_mask, h_rows = position_rows(h_src, rows_ptr, t0, num_positions, stride_hn, H_DESC, BLOCK_T)
     targets = tl.load(targets_ptr + offs_t, mask=t_mask, other=-1).to(tl.int32)  # V < 2**31: int32 compares
     lse = tl.load(lse_ptr + offs_t, mask=t_mask, other=0.0)
     grad_chosen = tl.load(grad_chosen_ptr + offs_t, mask=t_mask, other=0.0)

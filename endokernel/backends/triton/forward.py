@@ -33,7 +33,7 @@ from .runtime import (
     transform_scalars,
     triton,
 )
-from .tile import column_halves, fold_tile, grouped_tile, logits_tile, transform_logits
+from .tile import column_halves, fold_tile, grouped_tile, logits_tile, position_rows, transform_logits
 
 COMBINE_BLOCK, COMBINE_BLOCK_D = 64, 64
 
@@ -68,12 +68,7 @@ def partial_stats_kernel(
     for item in tl.range(tl.program_id(0), tiles_t * num_splits, num_programs):
         t_tile, split = grouped_tile(item, tiles_t, num_splits, GROUP_T)
         t0 = t_tile * BLOCK_T
-        offs_t = t0 + tl.arange(0, BLOCK_T)
-        t_mask = offs_t < num_positions
-        if H_DESC:  # the descriptor's rows are the positions t0 ..
-            h_rows = offs_t
-        else:
-            h_rows = h_src + tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64) * stride_hn
+        offs_t, t_mask, h_rows = position_rows(h_src, rows_ptr, t0, num_positions, stride_hn, H_DESC, BLOCK_T)
 
         v_begin = split * vocab_per_split
         v_end = tl.minimum(v_begin + vocab_per_split, vocab)

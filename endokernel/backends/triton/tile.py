@@ -26,6 +26,19 @@ def grouped_tile(tile_id, tiles_t, tiles_v, GROUP_T: tl.constexpr):
 
 
 @triton.jit
+def position_rows(h_src, rows_ptr, t0, num_positions, stride_hn, H_DESC: tl.constexpr, BLOCK_T: tl.constexpr):
+    """(offs_t, t_mask, h_rows) of the position tile starting at t0: with a descriptor, its rows are the positions
+    themselves; with pointers, each position's hidden row is gathered through rows_ptr (64-bit offsets)."""
+    offs_t = t0 + tl.arange(0, BLOCK_T)
+    t_mask = offs_t < num_positions
+    if H_DESC:
+        h_rows = offs_t
+    else:
+        h_rows = h_src + tl.load(rows_ptr + offs_t, mask=t_mask, other=0).to(tl.int64) * stride_hn
+    return offs_t, t_mask, h_rows
+
+
+@triton.jit
 def logits_tile(
     h_src, h_rows, t0, t_mask, w_src, v0, vocab, dim, stride_hd, stride_wv, stride_wd,
     H_DESC: tl.constexpr, W_DESC: tl.constexpr, INPUT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
