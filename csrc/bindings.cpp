@@ -63,4 +63,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         endokernel::act_mul_(gate, up, static_cast<endokernel::Activation>(activation));
       },
       "gate <- act(gate) * up (0 silu, 1 gelu tanh), see decoder_ops.h", py::call_guard<py::gil_scoped_release>());
+  m.def("merge_attention", &endokernel::merge_attention,
+        "Attention over two key sets merged from their outputs and log-sum-exps, see decoder_ops.h",
+        py::call_guard<py::gil_scoped_release>());
 }

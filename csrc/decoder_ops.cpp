@@ -96,7 +96,50 @@ void act_mul_elements(T* gate, const T* up, int64_t numel, Activation activation
   });
 }
 
+template <typename T>
+void merge_rows(const at::Tensor& o1, const at::Tensor& lse1, const at::Tensor& o2, const at::Tensor& lse2,
+                const at::Tensor& out) {
+  const int64_t batch = o1.size(0), heads = o1.size(1), length = o1.size(2), width = o1.size(3);
+  const auto lse1_a = lse1.accessor<float, 3>(), lse2_a = lse2.accessor<float, 3>();
+  const T* a = o1.const_data_ptr<T>();
+  const T* b = o2.const_data_ptr<T>();
+  T* o = out.mutable_data_ptr<T>();
+  at::parallel_for(0, batch * length, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> x(width), y(width);
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / length, i = row % length;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float l1 = lse1_a[n][h][i], l2 = lse2_a[n][h][i];
+        const float top = std::max(l1, l2);
+        const float e1 = std::exp(l1 - top), e2 = std::exp(l2 - top), total = e1 + e2;
+        const float w1 = e1 / total, w2 = e2 / total;
+        at::vec::convert(a + n * o1.stride(0) + h * o1.stride(1) + i * o1.stride(2), x.data(), width);
+        at::vec::convert(b + n * o2.stride(0) + h * o2.stride(1) + i * o2.stride(2), y.data(), width);
+        at::vec::map2([w1, w2](Vec u, Vec v) { return u * Vec(w1) + v * Vec(w2); }, x.data(), x.data(), y.data(),
+                      width);
+        at::vec::convert(x.data(), o + ((n * length + i) * heads + h) * width, width);
+      }
+    }
+  });
+}
+
 }  // namespace
+
+void merge_attention(const at::Tensor& o1, const at::Tensor& lse1, const at::Tensor& o2, const at::Tensor& lse2,
+                     const at::Tensor& out) {
+  TORCH_CHECK(o1.device().is_cpu() && o2.device().is_cpu() && out.device().is_cpu(), "merge_attention runs on CPU");
+  TORCH_CHECK(o1.dim() == 4 && o1.sizes() == o2.sizes() && o1.stride(3) == 1 && o2.stride(3) == 1,
+              "merge_attention: o1 and o2 (B, H, L, Dh) with Dh contiguous");
+  const std::vector<int64_t> stats{o1.size(0), o1.size(1), o1.size(2)};
+  TORCH_CHECK(lse1.sizes() == stats && lse2.sizes() == stats && lse1.scalar_type() == at::kFloat &&
+                  lse2.scalar_type() == at::kFloat,
+              "merge_attention: lse1 and lse2 (B, H, L) float32");
+  const std::vector<int64_t> merged{o1.size(0), o1.size(2), o1.size(1), o1.size(3)};
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == merged, "merge_attention: out (B, L, H, Dh) contiguous");
+  TORCH_CHECK(o1.scalar_type() == o2.scalar_type() && out.scalar_type() == o1.scalar_type(),
+              "merge_attention: o1, o2 and out of one dtype");
+  with_dtype(o1.scalar_type(), "merge_attention", [&](auto tag) { merge_rows<decltype(tag)>(o1, lse1, o2, lse2, out); });
+}
 
 void rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool unit_offset, const at::Tensor& out) {
   TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu() && out.device().is_cpu(), "rms_norm runs on CPU");

@@ -21,4 +21,11 @@ enum class Activation : int64_t { kSilu = 0, kGeluTanh = 1 };
 // of one shape and dtype
 void act_mul_(const at::Tensor& gate, const at::Tensor& up, Activation activation);
 
+// out[b, i, h, :] = o1[b, h, i, :] * exp(lse1 - lse) + o2[b, h, i, :] * exp(lse2 - lse), lse = log(exp(lse1) +
+// exp(lse2)): attention over two disjoint key sets (a cached prompt; the causal response) merged from each one's
+// output and log-sum-exp. o1, o2 (B, H, L, Dh) of any strides with Dh contiguous; lse1, lse2 (B, H, L) float32;
+// out (B, L, H, Dh) contiguous, the layout the attention modules take their output in; all one dtype but the lse.
+void merge_attention(const at::Tensor& o1, const at::Tensor& lse1, const at::Tensor& o2, const at::Tensor& lse2,
+                     const at::Tensor& out);
+
 }  // namespace endokernel

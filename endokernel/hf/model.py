@@ -31,6 +31,7 @@ from .modeling import (
     prompt_cache,
     repeated,
 )
+from .prefix_attention import prefix_attention
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,8 +61,9 @@ class EndogenousRewardModel:
             cached keys and values (same rewards up to rounding: within 1e-5 relative in float32). On by default
             where the model supports a ``DynamicCache``; False scores every pair from its first token.
         fused_body: on a CPU, run the decoder's RMSNorms and gated-MLP activations as fused C++ kernels while
-            scoring, for the module classes they reproduce (checked once per class on a probe; the same values up
-            to rounding); False keeps every module's own forward.
+            scoring, for the module classes they reproduce (checked once per class on a probe), and the attention
+            of responses on a shared prompt's cache on the causal fast path (see ``prefix_attention``): the same
+            values up to rounding. False keeps every module's own forward.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
@@ -232,7 +234,8 @@ class EndogenousRewardModel:
             bar.update(len(index))
 
         with (tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar,
-              torch.no_grad(), fused_decoder_ops(self._decoder, self.fused_body)):
+              torch.no_grad(), fused_decoder_ops(self._decoder, self.fused_body),
+              prefix_attention(self._decoder, self.fused_body)):
             for index in batches:
                 keep(index, *self._score_batch([rows[i] for i in index], head, gamma, beta),
                      [rows[i][1] for i in index])
