@@ -52,7 +52,7 @@ def prefix_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
     ((B, L, H, Dh), None)."""
     queries, keys = query.shape[2], key.shape[2]
     covered = (
-        query.device.type == "cpu" and query.dtype in FUSED_DTYPES and key.dtype == query.dtype
+        cpp_available() and query.device.type == "cpu" and query.dtype in FUSED_DTYPES and key.dtype == query.dtype
         and value.dtype == query.dtype and 1 < queries < keys and dropout == 0.0
         and query.shape[1] % key.shape[1] == 0 and query.shape[-1] == value.shape[-1]
         and not kwargs.get("output_attentions") and all(kwargs.get(name) is None for name in _OTHER_TERMS)
