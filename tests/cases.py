@@ -16,8 +16,9 @@ import torch
 
 from endokernel import cpp_available, fused_endogenous_reward
 
-_NO_CPP = pytest.mark.skipif(not cpp_available(), reason="the C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)")
-CPP = pytest.param("cpp", marks=_NO_CPP)
+NEEDS_CPP = pytest.mark.skipif(not cpp_available(),
+                               reason="the C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)")
+CPP = pytest.param("cpp", marks=NEEDS_CPP)
 # the logits-free backends: on CPU tensors the Triton kernels run under Triton's interpreter
 BACKENDS = ["torch", "triton", CPP]
 FLOAT64_BACKENDS = ["torch", CPP]  # logits-free backends with a float64 path (the Triton kernels are fp32-only)

@@ -15,7 +15,7 @@ from endokernel.hf.fused_body import fused_decoder_ops
 
 import cases as fx
 
-pytestmark = fx._NO_CPP
+pytestmark = fx.NEEDS_CPP
 
 # fused vs the module's own forward: float32 up to summation order; bfloat16 up to one rounding of x * r
 RTOL = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2}

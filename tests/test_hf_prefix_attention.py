@@ -13,7 +13,7 @@ from endokernel import EndogenousRewardModel
 
 import cases as fx
 
-pytestmark = fx._NO_CPP
+pytestmark = fx.NEEDS_CPP
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 

@@ -10,8 +10,8 @@ Both sides score the same pairs in the same dtype in one process; the methods al
 machine slows them alike. Per method: seconds (sum over chunks), the largest peak extra resident memory of a chunk,
 and the largest reward difference from the original loop (relative). ``score-unshared`` is ``score`` with
 ``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds; ``score-unfused`` is
-``score`` with ``fused_body=False`` (the decoder's own norms and MLP activations), to tell what fusing adds. A
-warm-up on the first example runs first (its seconds are reported apart). JSON goes to
+``score`` with ``fused_body=False`` (the decoder's own norms, MLP activations and masked attention), to tell
+what fusing adds. A warm-up on the first example runs first (its seconds are reported apart). JSON goes to
 bench/results/<device>-<date>-score-e2e.json (``"kind": "score-e2e"``).
 """
 

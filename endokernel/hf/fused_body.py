@@ -17,7 +17,7 @@ import torch
 
 from ..backends.cpp.loader import cpp_available, extension
 
-FUSED_DTYPES = (torch.float32, torch.bfloat16)
+FUSED_DTYPES = (torch.float32, torch.bfloat16)  # what csrc/decoder_ops.cpp takes
 # activation class names -> the kernel's activation code (0 silu, 1 gelu with the tanh approximation)
 ACTIVATIONS = {"SiLUActivation": 0, "SiLU": 0, "GELUTanh": 1, "PytorchGELUTanh": 1}
 # how close a probe's fused output must come to the module's own: a few units in the last place of the dtype

@@ -234,7 +234,7 @@ class EndogenousRewardModel:
             bar.update(len(index))
 
         with (tqdm(total=len(todo), disable=disable, unit="response", desc="endogenous reward") as bar,
-              torch.no_grad(), fused_decoder_ops(self._decoder, self.fused_body),
+              fused_decoder_ops(self._decoder, self.fused_body),
               prefix_attention(self._decoder, self.fused_body)):
             for index in batches:
                 keep(index, *self._score_batch([rows[i] for i in index], head, gamma, beta),

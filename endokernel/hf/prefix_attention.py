@@ -23,9 +23,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
 from ..backends.cpp.loader import cpp_available, extension
+from .fused_body import FUSED_DTYPES
 
 NAME = "endokernel_prefix_sdpa"
-FUSED_DTYPES = (torch.float32, torch.bfloat16)
 # keyword arguments that change what attention computes: with any of them set, the call is transformers'
 _OTHER_TERMS = ("softcap", "position_bias", "s_aux", "sinks")
 
