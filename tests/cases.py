@@ -9,6 +9,8 @@ import functools
 import json
 import os
 import pathlib
+import random
+import socket
 from dataclasses import dataclass, field
 
 import pytest
@@ -286,3 +288,20 @@ def handwritten_examples(count: int = 5) -> list[dict]:
              "chosen": [texts[(i + k) % len(texts)] for k in range(3)],
              "rejected": [texts[(i + k + 3) % len(texts)] + " Maybe." for k in range(3)]}
             for i in range(count)]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now, taken below the kernel's ephemeral range: a port the kernel hands out for
+    port 0 can be handed again to the next process that asks (Ray starts dozens) before the server binds it."""
+    try:
+        low = int(pathlib.Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.Random().sample(range(10000, max(low, 10001)), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")

@@ -43,17 +43,11 @@ BLOCKER_PAIRS = 80
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     """``endokernel serve`` in a subprocess, its output in a log file."""
 
     def __init__(self, model_dir, log_path, *options, env=None):
-        self.port, self.log_path = free_port(), log_path
+        self.port, self.log_path = fx.free_port(), log_path
         self.url = f"http://127.0.0.1:{self.port}"
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(

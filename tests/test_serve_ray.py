@@ -5,7 +5,6 @@ stay out of the test process); about 30-50 s on two cores, most of it Ray starti
 torch and transformers."""
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -63,9 +62,7 @@ def test_two_replicas_on_a_local_ray_instance(tmp_path):
     fx.make_model("llama", len(tokenizer), max_positions=512).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     pairs = fx.PAIRS * 2
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = fx.free_port()
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(port), json.dumps(pairs)],
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
