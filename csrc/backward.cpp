@@ -3,7 +3,7 @@
 // Loop order: vocabulary chunks, then token blocks; for each (chunk x block), dL/dlogits is recomputed into a
 // buffer, transposed (vocabulary rows, position columns), by token tiles spread over threads (a transposed
 // logits tile, then the fused epilogue on it while it is in L2); after a barrier, work items spread over threads
-// multiply it out: blocks of tile_rows positions add their dL/dhidden rows (one matmul against the chunk of the
+// multiply it out: blocks of positions add their dL/dhidden rows (one matmul against the chunk of the
 // head), blocks of tile_rows vocabulary rows their dL/dweight rows (one matmul against the block of hidden rows)
 // and bias sums. Every output row is owned by one work item whose sizes do not depend on the thread count, and
 // meets the chunks (for dL/dhidden) or blocks (for dL/dweight) in order: no atomics, results bitwise identical
@@ -35,6 +35,15 @@ void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Te
     product(out_product, a, b, false);
     out.add_(out_product);
   }
+}
+
+// Positions per dL/dhidden work item: as many as make it cost what a dL/dweight item of tile_rows vocabulary
+// rows does, but at least kMinTokenRows (fewer would re-read the head chunk for a sliver of rows). Depends on
+// the block's sizes only, never on the thread count.
+constexpr int64_t kMinTokenRows = 16;
+int64_t token_item_rows(int64_t tile_rows, int64_t positions, int64_t width) {
+  const int64_t balanced = tile_rows * positions / width;
+  return std::min(positions, std::max({balanced, std::min(kMinTokenRows, tile_rows), int64_t{1}}));
 }
 
 template <typename acc_t, bool kSoftcap, bool kEntropy>
@@ -116,15 +125,18 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
         logits.release();  // before at::mm: oneDNN's own kernels leave the matrix units unconfigured
       });
 
-      // work items: dL/dhidden row blocks, then dL/dweight (and bias) row blocks
+      // work items: dL/dhidden row blocks, then dL/dweight (and bias) row blocks, of about equal cost (a
+      // dL/dhidden row costs width, a dL/dweight row positions): parallel_for hands each thread one contiguous
+      // run of items, so items of unequal cost would leave threads idle (measured: a fifth of the products)
       const int64_t token_tiles = logits.num_tiles();
-      const int64_t token_items = grad_hidden ? (positions + tile_rows - 1) / tile_rows : 0;
+      const int64_t token_rows = token_item_rows(tile_rows, positions, width);
+      const int64_t token_items = grad_hidden ? (positions + token_rows - 1) / token_rows : 0;
       const int64_t vocab_items = grad_weight || grad_bias ? (width + tile_rows - 1) / tile_rows : 0;
       at::parallel_for(0, token_items + vocab_items, 1, [&](int64_t begin, int64_t end) {
         const int64_t tid = at::get_thread_num();
         for (int64_t item = begin; item < end; ++item) {
           if (item < token_items) {
-            const int64_t r0 = item * tile_rows, rows = std::min(tile_rows, positions - r0);
+            const int64_t r0 = item * token_rows, rows = std::min(token_rows, positions - r0);
             accumulate_product(grad_hidden->narrow(0, p0 + r0, rows), grad_logits.narrow(1, r0, rows).t(), w,
                                scratch_of(tid));
             continue;

@@ -11,8 +11,9 @@
 namespace endokernel {
 
 // Loop sizes: the vocabulary chunk and token block whose dL/dlogits are held at once (vocab_block x
-// token_block in the matmul dtype), the rows of one gradient work item (tile_rows tokens for dL/dhidden,
-// tile_rows vocabulary rows for dL/dweight), and one recomputed logits tile (tile_vocab x tile_tokens).
+// token_block in the matmul dtype), the rows of one dL/dweight work item (tile_rows vocabulary rows; the
+// dL/dhidden items take as many positions as cost the same), and one recomputed logits tile (tile_vocab x
+// tile_tokens).
 struct BackwardBlocks {
   int64_t token_block;
   int64_t vocab_block;

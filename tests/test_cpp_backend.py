@@ -142,6 +142,19 @@ def test_backward_small_blocks_match_reference(isa, engine, matmul_dtype, softca
         assert relative_error(a, b) <= tol, f"seed {case.seed}: d{name}"
 
 
+def test_backward_balanced_items_match_reference():
+    """Token blocks far longer than the vocab chunks: each dL/dhidden work item then takes more positions than
+    tile_rows (as many as cost what a dL/dweight item does), and the last, narrower chunk takes a whole block."""
+    case = make_case(batch=2, seq_len=29, vocab=1031, dim=37, bias=True)
+    rows = torch.randperm(2 * 29)[:53]
+    transform = LogitTransform(temperature=1.3, bias=case.kwargs["bias"])
+    args = backward_inputs(case, rows, case.ids.reshape(-1)[rows], transform, True)
+    got = cpp_backend.backward(*args[:5], *(None if t is None else t.float() for t in args[5:]), (True, True, True),
+                               token_block=30, vocab_block=7, tile_rows=2, tile_tokens=4, tile_vocab=5)
+    for name, a, b in zip(("hidden", "weight", "bias"), got, float64_gradients(args)):
+        assert relative_error(a, b) <= 1e-5, f"seed {case.seed}: d{name}"
+
+
 def test_backward_keeps_the_head_dtype_and_skips_unneeded_gradients():
     case = make_case(batch=2, seq_len=9, vocab=531, dim=24, bias=True, dtype=torch.bfloat16)
     rows = torch.arange(18)
