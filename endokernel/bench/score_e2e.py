@@ -8,11 +8,15 @@
 Both sides score the same pairs in the same dtype in one process; the methods alternate chunk by chunk (a chunk is
 ``--chunk`` examples, 6 responses each; the first method of each chunk rotates), so that other work on a shared
 machine slows them alike. Per method: seconds (sum over chunks), the largest peak extra resident memory of a chunk,
-and the largest reward difference from the original loop (relative). ``score-unshared`` is ``score`` with
-``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds; ``score-unfused`` is
-``score`` with ``fused_body=False`` (the decoder's own norms, MLP activations and masked attention), to tell
-what fusing adds. A warm-up on the first example runs first (its seconds are reported apart). JSON goes to
-bench/results/<device>-<date>-score-e2e.json (``"kind": "score-e2e"``).
+and the largest reward difference from the original loop (relative), and the matmul work it did: the tokens its
+decoder forwards ran (padding included, counted by a hook on the decoder), times two multiply-adds per weight of the
+decoder's linear layers, plus the LM head's 2 V D per scored position (the original's every position, its logits;
+``score``'s response tokens, its statistics); attention's score and value products are left out. The ratio of the
+original's work to a method's is the speedup a method at the matmul floor would have. ``score-unshared`` is
+``score`` with ``share_prompts=False`` (every pair from its first token), to tell what prefix sharing adds;
+``score-unfused`` is ``score`` with ``fused_body=False`` (the decoder's own norms, MLP activations and masked
+attention), to tell what fusing adds. A warm-up on the first example runs first (its seconds are reported apart).
+JSON goes to bench/results/<device>-<date>-score-e2e.json (``"kind": "score-e2e"``).
 """
 
 from __future__ import annotations
@@ -89,6 +93,17 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
         if name in methods:
             scorers[name] = EndogenousRewardModel(model, tokenizer, **options).score
 
+    decoder = model.get_decoder()
+    linear_weights = sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))
+    counted = {"tokens": 0}
+
+    def count_tokens(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = kwargs.get("inputs_embeds") if ids is None else ids
+        counted["tokens"] += ids.shape[0] * ids.shape[1]
+
+    decoder.register_forward_pre_hook(count_tokens, with_kwargs=True)
+
     pairs = [(ex["prompt"], response) for ex in examples for response in ex["chosen"] + ex["rejected"]]
     encoded = EndogenousRewardModel(model, tokenizer).encode([p for p, _ in pairs], [r for _, r in pairs])
     def call(name: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
@@ -100,22 +115,32 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
     warmup = {name: call(name, pairs[:6])[1] for name in methods}  # one-time costs out of the timed chunks
     seconds = dict.fromkeys(methods, 0.0)
     peak = dict.fromkeys(methods, 0)
+    decoder_tokens = dict.fromkeys(methods, 0)
     rewards: dict[str, list[float]] = {name: [] for name in methods}
     load_before = os.getloadavg()
     for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
         part = pairs[first : first + 6 * chunk]
         for k in range(len(methods)):
             name = methods[(i + k) % len(methods)]
+            counted["tokens"] = 0
             result, took, extra = call(name, part)
+            decoder_tokens[name] += counted["tokens"]
             rewards[name] += result
             seconds[name] += took
             peak[name] = max(peak[name], extra)
         print(f"  {shape} {dtype}: {first + len(part)}/{len(pairs)} pairs, "
               + ", ".join(f"{n} {seconds[n]:.1f} s" for n in methods), file=sys.stderr, flush=True)
+    response_tokens = sum(len(ids) - p for ids, p in encoded)
+    head = 2 * model.config.vocab_size * model.config.hidden_size
+    tflop = {name: (2 * linear_weights * decoder_tokens[name]
+                    + head * (decoder_tokens[name] if name == "original" else response_tokens)) / 1e12
+             for name in methods}
     return {
         "shape": shape, "config": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str))},
         "dtype": str(dtype).removeprefix("torch."), "examples": len(examples), "pairs": len(pairs),
-        "tokens": sum(len(ids) for ids, _ in encoded), "response_tokens": sum(len(ids) - p for ids, p in encoded),
+        "tokens": sum(len(ids) for ids, _ in encoded), "response_tokens": response_tokens,
+        "decoder_tokens": decoder_tokens, "matmul_tflop": tflop,
+        "matmul_floor_speedup": {name: tflop["original"] / tflop[name] for name in methods if name != "original"},
         "chunk_examples": chunk, "load_average": {"before": load_before, "after": os.getloadavg()},
         "warmup_seconds": warmup, "seconds": seconds, "peak_extra_bytes": peak,
         "speedup": {name: seconds["original"] / seconds[name] for name in methods if name != "original"},

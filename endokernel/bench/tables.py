@@ -108,19 +108,25 @@ def _score_e2e(document: dict) -> str:
     lines = [environment_line(document["environment"]), "",
              f"{document['data']}; {document['tokenizer']}; random weights in the shape of real models; the "
              f"methods alternate every {document['settings']['chunk_examples']} example(s), each side in the run's "
-             "dtype", "",
+             "dtype; floor: the speedup at the matmul floor (the original's matmul work over the method's, "
+             "where the run counted it)", "",
              "| shape | dtype | tokens | original loop (s) | " + " | ".join(f"{m} (s, speedup)" for m in others)
              + " | " + " | ".join(f"{m}: max rel. diff" for m in others)
              + " | peak extra MiB (" + " / ".join(methods) + ") | load average |",
              "|---|---|" + "---:|" * (4 + 2 * len(others))]
     for run in document["runs"]:
         cells = [run["shape"], run["dtype"], str(run["tokens"]), f"{run['seconds']['original']:.1f}",
-                 *[f"{run['seconds'][m]:.1f} ({run['speedup'][m]:.2f}x)" for m in others],
+                 *[f"{run['seconds'][m]:.1f} ({run['speedup'][m]:.2f}x{_floor(run, m)})" for m in others],
                  *[f"{run['max_relative_difference'][m]:.1e}" for m in others],
                  " / ".join(f"{run['peak_extra_bytes'][m] / 2**20:.0f}" for m in methods),
                  f"{run['load_average']['before'][0]:.1f} to {run['load_average']['after'][0]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _floor(run: dict, method: str) -> str:
+    floor = run.get("matmul_floor_speedup", {}).get(method)
+    return "" if floor is None else f"; floor {floor:.2f}x"
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
