@@ -5,6 +5,7 @@ programs than items, vocab splits; the backward with G in blocks of positions an
 rows, several blocks each. Shapes are odd (V = 531, D not a multiple of the tiles) and small: the interpreter
 runs every program in Python."""
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,8 @@ from endokernel.backends.triton.configs import KernelConfig
 from endokernel.backends.triton.runtime import contiguous_row_start
 
 from cases import TOLERANCE, fresh_seed, relative_error
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def make_inputs(*, dtype=torch.float32, num_positions=23, rows_total=40, vocab=531, dim=44, gathered=True,
@@ -102,13 +105,19 @@ def test_descriptors_where_layout_allows():
 
 
 def test_knobs_that_keep_the_bits():
-    """block_t, group_t, programs_per_sm, tma and num_warps leave every output bit unchanged (configs.py)."""
+    """block_t, group_t, programs_per_sm, tma and num_warps leave every output bit unchanged (configs.py). Under
+    the interpreter a tile's dot is the host BLAS's matmul, whose rounding of a row may depend on the tile's row
+    count (seen with an AVX2-only EPYC's numpy): block_t is held to float32 rounding there, bits elsewhere."""
     seed, inputs = make_inputs(dim=40, gathered=False)
     base = KernelConfig(16, 64, 16)
     want = forward(triton_forward.chosen_and_lse, inputs, config=base, num_splits=3)
     for config in (replace(base, block_t=32), replace(base, group_t=1), replace(base, programs_per_sm=3),
                    replace(base, tma=True), replace(base, num_warps=8)):
         got = forward(triton_forward.chosen_and_lse, inputs, config=config, num_splits=3)
+        if config.block_t != base.block_t and INTERPRETED:
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=f"seed {seed}: {config}")
+            continue
         assert all(torch.equal(a, b) for a, b in zip(got, want)), f"seed {seed}: {config} changed the bits"
 
 
