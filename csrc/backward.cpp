@@ -127,7 +127,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
 
       // work items: dL/dhidden row blocks, then dL/dweight (and bias) row blocks, of about equal cost (a
       // dL/dhidden row costs width, a dL/dweight row positions): parallel_for hands each thread one contiguous
-      // run of items, so items of unequal cost would leave threads idle (measured: a fifth of the products)
+      // run of items, and with tile_rows rows each the default blocks gave 2 threads 10 units of work to 6
       const int64_t token_tiles = logits.num_tiles();
       const int64_t token_rows = token_item_rows(tile_rows, positions, width);
       const int64_t token_items = grad_hidden ? (positions + token_rows - 1) / token_rows : 0;
