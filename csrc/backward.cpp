@@ -43,7 +43,7 @@ void accumulate_product(const at::Tensor& out, const at::Tensor& a, const at::Te
 constexpr int64_t kMinTokenRows = 16;
 int64_t token_item_rows(int64_t tile_rows, int64_t positions, int64_t width) {
   const int64_t balanced = tile_rows * positions / width;
-  return std::min(positions, std::max({balanced, std::min(kMinTokenRows, tile_rows), int64_t{1}}));
+  return std::min(positions, std::max(balanced, std::min(kMinTokenRows, tile_rows)));  // tile_rows > 0
 }
 
 template <typename acc_t, bool kSoftcap, bool kEntropy>

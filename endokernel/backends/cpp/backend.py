@@ -9,11 +9,11 @@ depend on the thread count. The chosen logit is read from the fp32 logits tile. 
 super-block of hidden rows, one head tile and one logits tile per thread, plus O(N).
 
 Backward (csrc/backward.cpp): vocabulary chunks, then token blocks; each (chunk x block) has its dL/dlogits
-recomputed into one buffer by token tiles (matmul, then the fused gradient epilogue on the L2-resident tile),
-each tile adding its dL/dhidden rows; then vocab tiles add their dL/dweight rows and bias sums. Every gradient
-row is owned by one work item and accumulates in a fixed order: no atomics, bitwise identical for any thread
-count. Extra memory: the gathered hidden rows, one chunk of the head and its fp32 gradient, one
-vocab_block x token_block dL/dlogits buffer and a tile per thread.
+recomputed into one buffer by token tiles (matmul, then the fused gradient epilogue on the L2-resident tile); then
+work items of about equal cost multiply it out: blocks of positions add their dL/dhidden rows, blocks of vocab
+rows their dL/dweight rows and bias sums. Every gradient row is owned by one work item and accumulates in a fixed
+order: no atomics, bitwise identical for any thread count. Extra memory: the gathered hidden rows, one chunk of
+the head and its fp32 gradient, one vocab_block x token_block dL/dlogits buffer and a tile per thread.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TILE_TOKENS = 64
 TILE_VOCAB = 512  # a 512 x 64 fp32 logits tile is 128 KiB: it stays in L2 between the matmul and the epilogue
 BACKWARD_TOKEN_BLOCK = 1024
 BACKWARD_VOCAB_BLOCK = 2048  # with BACKWARD_TOKEN_BLOCK: an 8 MiB fp32 dL/dlogits buffer
-BACKWARD_TILE_ROWS = 256  # rows of one gradient product (positions, or vocabulary rows): long enough for the BLAS
+BACKWARD_TILE_ROWS = 256  # vocab rows of one dL/dweight product, long enough for the BLAS (dL/dhidden: as costly)
 ENGINES = {"auto": 0, "brgemm": 1, "aten": 2}  # csrc/logits_product.h
 
 __all__ = ["backward", "chosen_and_lse"]
