@@ -11,7 +11,7 @@
 #include "backward.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include "parallel.h"
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 
@@ -65,10 +65,14 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
 
   LogitsProduct logits(dim, mm_dtype, acc_dtype, blocks.engine, tile_vocab, blocks.tile_tokens, threads);
   const int64_t tile_tokens = logits.tile_tokens();
-  // per thread: where the matmul dtype is narrower, a product buffer for its dL/dhidden or dL/dweight rows
+  // per thread: where the matmul dtype is narrower, a product buffer for the rows of its largest work item: a
+  // dL/dweight item's tile_rows, or a dL/dhidden item's positions, most of them in a full token block against
+  // the narrowest chunk (token_item_rows grows with the positions and shrinks with the width)
+  const int64_t narrowest = vocab % vocab_block == 0 ? vocab_block : vocab % vocab_block;
+  const int64_t item_rows = std::max(tile_rows, token_item_rows(tile_rows, token_block, narrowest));
   std::vector<at::Tensor> scratch;
   for (int64_t i = 0; i < threads && mm_dtype != acc_dtype; ++i) {
-    scratch.push_back(at::empty({tile_rows * dim}, mm_options));
+    scratch.push_back(at::empty({item_rows * dim}, mm_options));
   }
   const auto scratch_of = [&](int64_t tid) { return scratch.empty() ? at::Tensor() : scratch[tid]; };
   const at::Tensor h_all = hidden.index_select(0, rows).to(mm_dtype).contiguous();
@@ -103,7 +107,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
       logits.set_tokens(h);
       const at::Tensor grad_logits = grad_logits_buffer.narrow(0, 0, width * positions).view({width, positions});
 
-      at::parallel_for(0, logits.num_tiles(), 1, [&](int64_t begin, int64_t end) {
+      parallel_for(0, logits.num_tiles(), 1, [&](int64_t begin, int64_t end) {
         const int64_t tid = at::get_thread_num();
         for (int64_t t = begin; t < end; ++t) {
           const int64_t t0 = t * tile_tokens, cols = logits.tile_columns(t);
@@ -132,7 +136,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
       const int64_t token_rows = token_item_rows(tile_rows, positions, width);
       const int64_t token_items = grad_hidden ? (positions + token_rows - 1) / token_rows : 0;
       const int64_t vocab_items = grad_weight || grad_bias ? (width + tile_rows - 1) / tile_rows : 0;
-      at::parallel_for(0, token_items + vocab_items, 1, [&](int64_t begin, int64_t end) {
+      parallel_for(0, token_items + vocab_items, 1, [&](int64_t begin, int64_t end) {
         const int64_t tid = at::get_thread_num();
         for (int64_t item = begin; item < end; ++item) {
           if (item < token_items) {

@@ -10,7 +10,7 @@
 #include "chosen_and_lse.h"
 
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
+#include "parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -45,7 +45,7 @@ void run(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& r
     const int64_t positions = std::min(blocks.token_block, num_positions - p0);
     product.set_tokens(hidden.index_select(0, rows.narrow(0, p0, positions)));
     const int64_t tiles = product.num_tiles(), groups = std::min<int64_t>(tiles, at::get_num_threads());
-    at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
+    parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
       const int64_t tid = at::get_thread_num();
       const int64_t begin = group_begin * tiles / groups, end = group_end * tiles / groups;
       for (int64_t v0 = 0; v0 < vocab; v0 += tile_vocab) {

@@ -3,7 +3,7 @@
 // memory per tensor, where the modules' own forward makes five to eight passes and allocates a float copy.
 #include "decoder_ops.h"
 
-#include <ATen/Parallel.h>
+#include "parallel.h"
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -42,7 +42,7 @@ void rms_norm_rows(const x_t* x, const w_t* weight, out_t* out, int64_t rows, in
   if (unit_offset) {
     for (float& v : w) v += 1.f;  // (1 + weight) in float, as Gemma's module adds it
   }
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / width), [&](int64_t begin, int64_t end) {
+  parallel_for(0, rows, std::max<int64_t>(1, 16384 / width), [&](int64_t begin, int64_t end) {
     std::vector<float> row(width);
     std::vector<x_t> narrow(width);
     for (int64_t r = begin; r < end; ++r) {
@@ -81,7 +81,7 @@ inline Vec activate(const Vec& g, Activation activation) {
 template <typename T>
 void act_mul_elements(T* gate, const T* up, int64_t numel, Activation activation) {
   constexpr int64_t kBlock = 2048;
-  at::parallel_for(0, (numel + kBlock - 1) / kBlock, 8, [&](int64_t begin, int64_t end) {
+  parallel_for(0, (numel + kBlock - 1) / kBlock, 8, [&](int64_t begin, int64_t end) {
     float g[kBlock], u[kBlock];
     T narrow[kBlock];
     for (int64_t b = begin; b < end; ++b) {
@@ -104,7 +104,7 @@ void merge_rows(const at::Tensor& o1, const at::Tensor& lse1, const at::Tensor& 
   const T* a = o1.const_data_ptr<T>();
   const T* b = o2.const_data_ptr<T>();
   T* o = out.mutable_data_ptr<T>();
-  at::parallel_for(0, batch * length, 16, [&](int64_t begin, int64_t end) {
+  parallel_for(0, batch * length, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> x(width), y(width);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / length, i = row % length;

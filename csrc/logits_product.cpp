@@ -1,6 +1,6 @@
 #include "logits_product.h"
 
-#include <ATen/Parallel.h>
+#include "parallel.h"
 #include <ATen/native/CPUBlas.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
@@ -105,7 +105,7 @@ void LogitsProduct::set_tokens(const at::Tensor& hidden_rows) {
   const at::Tensor h = hidden_rows.to(mm_dtype_).contiguous();
   // zeros: padded columns (positions) and the padded depth row contribute nothing
   panels_ = at::zeros({num_tiles_, depth_ * tile_tokens_}, h.options());
-  at::parallel_for(0, num_tiles_, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, num_tiles_, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t cols = tile_columns(t), ld = tile_stride(t);
       const at::Tensor src = h.narrow(0, t * tile_tokens_, cols);  // (cols, D)

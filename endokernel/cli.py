@@ -14,6 +14,8 @@ COMMANDS = {  # name -> (module, one-line help)
     "serve": ("endokernel.serve.command", "HTTP reward server (OpenRLHF, slime, TRL, verl) batching across requests"),
     "kernels": ("endokernel.backends.kernels_command",
                 "compile every Triton kernel for GPU targets (no GPU needed): registers, spills, shared memory"),
+    "cpu": ("endokernel.backends.cpu_command",
+            "the C++ CPU code paths (ISA variants, tile engines, tile dtypes): which run natively here, emulated, not"),
 }
 
 

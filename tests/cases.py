@@ -24,6 +24,45 @@ CPP = pytest.param("cpp", marks=NEEDS_CPP)
 # the logits-free backends: on CPU tensors the Triton kernels run under Triton's interpreter
 BACKENDS = ["torch", "triton", CPP]
 FLOAT64_BACKENDS = ["torch", CPP]  # logits-free backends with a float64 path (the Triton kernels are fp32-only)
+THREADS = (1, 2, 3)
+
+
+def cpp_path_params(dtype: torch.dtype = torch.float32) -> list:
+    """backend='cpp' on every C++ code path this CPU executes for ``dtype`` inputs, forced (conftest's
+    ``cpu_path`` fixture enters ``cpu_paths`` for the marker), on 1, 2 and 3 threads: each variant and tile engine,
+    and for bf16 inputs bf16 and fp32 tiles (bf16 tiles emulated where the CPU has no bf16 units). The tile dtype
+    matters for bf16 inputs only, the engine for fp32-accumulated ones only."""
+    if not cpp_available():
+        return [CPP]
+    from endokernel.backends.cpu_paths import cpp_paths
+
+    params = []
+    for path in cpp_paths():
+        if (dtype != torch.bfloat16 and path.tile_dtype == torch.bfloat16) or (
+                dtype == torch.float64 and path.engine != "aten"):
+            continue
+        for threads in THREADS:
+            forced = dict(isa=path.isa, engine=path.engine, tile_dtype=path.tile_dtype, threads=threads)
+            params.append(pytest.param("cpp", id=f"cpp-{path.name}-{threads}t", marks=pytest.mark.cpu_path(forced)))
+    return params
+
+
+def backends_for(dtype: torch.dtype) -> list:
+    """The logits-free backends for ``dtype`` inputs, the C++ one on every code path (``cpp_path_params``)."""
+    if dtype == torch.float64:
+        return ["torch", *cpp_path_params(dtype)]
+    return ["torch", "triton", *cpp_path_params(dtype)]
+
+
+def dtype_backend_params(dtypes: tuple[torch.dtype, ...]) -> list:
+    """(dtype, backend) parameters for "dtype,backend": ``backends_for`` each dtype."""
+    params = []
+    for dtype in dtypes:
+        for backend in backends_for(dtype):
+            backend = backend if hasattr(backend, "values") else pytest.param(backend, id=backend)
+            params.append(pytest.param(dtype, backend.values[0], marks=backend.marks,
+                                       id=f"{str(dtype).removeprefix('torch.')}-{backend.id}"))
+    return params
 
 
 def fresh_seed() -> int:
@@ -104,16 +143,14 @@ def score(case: Case, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
         return_per_token=True, backend=backend, **case.kwargs)
 
 
-def on_one_and_two_threads(fn):
-    """[fn() with torch.set_num_threads(1), fn() with 2]."""
-    threads = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
+def on_each_thread_count(fn, **forced) -> list:
+    """[fn() on each of THREADS threads], under ``cpu_paths(**forced)``."""
+    from endokernel.backends.cpu_paths import cpu_paths
+
+    results = []
+    for threads in THREADS:
+        with cpu_paths(threads=threads, **forced):
             results.append(fn())
-    finally:
-        torch.set_num_threads(threads)
     return results
 
 

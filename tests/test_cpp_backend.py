@@ -12,9 +12,9 @@ from endokernel import cpp_available, token_statistics
 from endokernel._core.transform import LogitTransform
 from endokernel.backends import reference
 from endokernel.backends.cpp import backend as cpp_backend
-from endokernel.backends.cpp.loader import extension, usable_variants
+from endokernel.backends.cpu_paths import cpp_paths, cpu_paths
 
-from cases import make_case, on_one_and_two_threads, relative_error
+from cases import make_case, on_each_thread_count, relative_error
 
 if not cpp_available():
     pytest.skip("endokernel's C++ extension is not built (or ENDOKERNEL_DISABLE_CPP=1)", allow_module_level=True)
@@ -22,16 +22,10 @@ if not cpp_available():
 MiB = 2**20
 
 
-def engines(isa: str, dtype: torch.dtype) -> list[str]:
-    """The tile engines variant ``isa`` can multiply ``dtype`` (float32 accumulation) with on this CPU."""
-    brgemm = extension(isa).engine(cpp_backend.ENGINES["auto"], dtype, torch.float32) == cpp_backend.ENGINES["brgemm"]
-    return ["brgemm", "aten"] if brgemm else ["aten"]
-
-
-# every (variant, engine, matmul dtype) this machine can run; None: the fastest matmul dtype here
-KERNELS = [(isa, engine, dtype) for isa in usable_variants() for dtype in (None, torch.bfloat16)
-           for engine in engines(isa, dtype or torch.float32)]
-KERNEL_IDS = [f"{isa}-{engine}-{'bf16' if dtype else 'fastest'}" for isa, engine, dtype in KERNELS]
+# every (variant, engine, matmul dtype) this machine can run; None: fp32 inputs' own dtype
+KERNELS = [(path.isa, path.engine, None if path.tile_dtype == torch.float32 else path.tile_dtype)
+           for path in cpp_paths()]
+KERNEL_IDS = [path.name for path in cpp_paths()]
 
 
 def kernel_outputs(hidden, weight, rows, targets, transform, dtype, **blocks):
@@ -63,15 +57,34 @@ def test_small_tiles_and_entropy_match_reference(softcap, isa, engine, matmul_dt
     assert not got[0][:4].any()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_one_and_two_threads_agree_bitwise(dtype):
-    """Many token tiles (N = 600 > 128) and a vocab tail: each position's reduction order is fixed; D past the
-    depth at which the BLAS libraries' blocking starts to depend on the thread count (csrc/tile.h)."""
-    case = make_case(batch=2, seq_len=300, vocab=4099, dim=1100, bias=True, softcap=6.0, dtype=dtype)
-    one, two = on_one_and_two_threads(lambda: token_statistics(case.hidden, case.weight, case.ids,
-                                                               bias=case.kwargs["bias"], softcap=6.0, backend="cpp"))
-    assert torch.equal(one.chosen_logit, two.chosen_logit)
-    assert torch.equal(one.lse, two.lse)
+def forced(path) -> dict:
+    return dict(isa=path.isa, engine=path.engine, tile_dtype=path.tile_dtype)
+
+
+def inputs_dtype(path) -> torch.dtype:
+    """bf16 inputs for a path with bf16 tiles (the tile dtype of bf16 inputs), else fp32."""
+    return path.tile_dtype
+
+
+def thread_case(path):
+    """Many token tiles (N = 2 x 300 > 128, or 2 x 100 where bf16 tiles are emulated: ~30x slower) and a vocab
+    tail; D past the depth at which the BLAS libraries' blocking starts to depend on the thread count
+    (csrc/tile.h)."""
+    seq_len, vocab = (300, 4099) if path.native else (100, 1031)
+    return make_case(batch=2, seq_len=seq_len, vocab=vocab, dim=1100, bias=True, softcap=6.0,
+                     dtype=inputs_dtype(path))
+
+
+@pytest.mark.parametrize("path", cpp_paths(), ids=KERNEL_IDS)
+def test_thread_counts_agree_bitwise(path):
+    """Each position's reduction order is fixed whatever the thread count (1, 2, 3)."""
+    case = thread_case(path)
+    results = on_each_thread_count(lambda: token_statistics(case.hidden, case.weight, case.ids,
+                                                            bias=case.kwargs["bias"], softcap=6.0, backend="cpp"),
+                                   **forced(path))
+    for other in results[1:]:
+        assert torch.equal(results[0].chosen_logit, other.chosen_logit)
+        assert torch.equal(results[0].lse, other.lse)
 
 
 def test_gradients_match_reference():
@@ -183,20 +196,41 @@ def test_backward_of_no_positions_is_zero():
     assert torch.equal(grads[1], torch.zeros(97, 16)) and torch.equal(grads[2], torch.zeros(97))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_backward_one_and_two_threads_agree_bitwise(dtype):
-    """Several token blocks and vocab chunks, each split into tiles over the threads; D past the depth at which
-    the BLAS libraries' blocking starts to depend on the thread count (csrc/tile.h)."""
-    case = make_case(batch=2, seq_len=300, vocab=4099, dim=1100, bias=True, softcap=6.0, dtype=dtype)
+@pytest.mark.parametrize("path", cpp_paths(), ids=KERNEL_IDS)
+def test_backward_thread_counts_agree_bitwise(path):
+    """Vocab chunks and tiles split over 1, 2 and 3 threads; every gradient row owned by one work item."""
+    case = thread_case(path)
 
     def gradients():
         h, w, b = (t.detach().requires_grad_() for t in (case.hidden, case.weight, case.kwargs["bias"]))
         stats = token_statistics(h, w, case.ids, bias=b, softcap=6.0, backend="cpp")
         return torch.autograd.grad((stats.lse - stats.chosen_logit).sum(), (h, w, b))
 
-    results = on_one_and_two_threads(gradients)
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    results = on_each_thread_count(gradients, **forced(path))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("path", cpp_paths(), ids=KERNEL_IDS)
+def test_backward_token_items_longer_than_tile_rows(path):
+    """Regression: with bf16 tiles, a dL/dhidden work item of more positions than tile_rows (a full token block
+    against a narrow vocabulary: 742 positions, V = 434) overran the per-thread product buffer of tile_rows x D
+    ("start (0) + length (...) exceeds dimension size"), on every CPU with bf16 units; also real vocabularies
+    through their last, narrow chunk (V = 151936 = 74 x 2048 + 384)."""
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(742, 1119, generator=g).to(inputs_dtype(path)).requires_grad_()
+    weight = (torch.randn(434, 1119, generator=g) / 1119**0.5).to(inputs_dtype(path)).requires_grad_()
+    targets = torch.randint(0, 434, (742,), generator=g)
+    with cpu_paths(**forced(path)):
+        stats = token_statistics(hidden, weight, targets, backend="cpp")
+        got = torch.autograd.grad((stats.lse - stats.chosen_logit).sum(), (hidden, weight))
+    h64, w64 = (t.detach().double().requires_grad_() for t in (hidden, weight))
+    ref_stats = token_statistics(h64, w64, targets, backend="reference")
+    ref = torch.autograd.grad((ref_stats.lse - ref_stats.chosen_logit).sum(), (h64, w64))
+    tol = 1e-5 if path.tile_dtype == torch.float32 else 2e-2
+    for name, a, b in zip(("hidden", "weight"), got, ref):
+        assert relative_error(a, b) <= tol, f"d{name}"
 
 
 def cpp_forward_job(tokens: int, dim: int, vocab: int) -> int:

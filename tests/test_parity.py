@@ -5,7 +5,7 @@ import torch
 
 from endokernel import fused_endogenous_reward, fused_token_logprobs, token_statistics
 
-from cases import BACKENDS, CASES, FLOAT64_BACKENDS, TOLERANCE, make_case, relative_error, score
+from cases import BACKENDS, CASES, TOLERANCE, backends_for, dtype_backend_params, make_case, relative_error, score
 
 
 def check_against_reference(case, backend, dtype):
@@ -20,14 +20,14 @@ def check_against_reference(case, backend, dtype):
     assert torch.equal(again[0], rewards) and torch.equal(again[1], per_token), "not bitwise reproducible"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("backend", BACKENDS)
+# every backend, the C++ one on each code path this CPU executes (variants, tile engines, tile dtypes, threads)
+@pytest.mark.parametrize("dtype,backend", dtype_backend_params((torch.float32, torch.bfloat16, torch.float16)))
 @pytest.mark.parametrize("name", CASES)
 def test_rewards_match_reference(name, backend, dtype):
     check_against_reference(make_case(**CASES[name], dtype=dtype), backend, dtype)
 
 
-@pytest.mark.parametrize("backend", FLOAT64_BACKENDS)
+@pytest.mark.parametrize("backend", backends_for(torch.float64))
 @pytest.mark.parametrize("name", ["V=1031,D=48", "bias,logit_scale,softcap", "empty response,vocab_size"])
 def test_float64_rewards_match_reference(name, backend):
     check_against_reference(make_case(**CASES[name], dtype=torch.float64), backend, torch.float64)

@@ -19,7 +19,7 @@ from .._core.transform import LogitTransform
 from ..api import token_statistics
 from ..backends import HAS_TRITON
 from ..backends.cpp.loader import cpp_available
-from ..backends.cpu_features import cpu_matmul_dtype
+from ..backends.cpu_paths import cpu_matmul_dtype
 from .inputs import Inputs
 from .shapes import Case
 
@@ -84,13 +84,14 @@ def _liger(inputs: Inputs) -> torch.Tensor:
                                             softcap=inputs.softcap)
 
 
-def _forward_backward(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                      inputs: Inputs) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
-    """A training step's worth: ``loss(hidden, weight)`` and its gradients for both."""
-    def step() -> tuple[torch.Tensor, torch.Tensor]:
+def _forward_backward(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], inputs: Inputs,
+                      train_head: bool = True) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """A training step's worth: ``loss(hidden, weight)`` and its gradients for both, or with a frozen head
+    (``train_head=False``: LoRA, a frozen reward model) for hidden only."""
+    def step() -> tuple[torch.Tensor, ...]:
         hidden = inputs.hidden.detach().requires_grad_()
-        weight = inputs.weight.detach().requires_grad_()
-        return torch.autograd.grad(loss(hidden, weight), (hidden, weight))
+        weight = inputs.weight.detach().requires_grad_(train_head)
+        return torch.autograd.grad(loss(hidden, weight), (hidden, weight) if train_head else (hidden,))
 
     return step
 
@@ -229,6 +230,15 @@ METHODS = {
         Method("triton+bwd", "endokernel triton, fwd+bwd",
                lambda x: _forward_backward(_statistics_loss("triton", x), x), unavailable=_triton_available,
                core=True, backward=True),
+        # a frozen head: no dL/dweight product (one matmul of the backward's three), gradients for hidden only
+        Method("torch+bwd-frozen-head", "endokernel torch, fwd+bwd, frozen head",
+               lambda x: _forward_backward(_statistics_loss("torch", x), x, train_head=False), backward=True),
+        Method("cpp+bwd-frozen-head", "endokernel cpp, fwd+bwd, frozen head",
+               lambda x: _forward_backward(_statistics_loss("cpp", x), x, train_head=False), unavailable=_cpp_built,
+               backward=True),
+        Method("triton+bwd-frozen-head", "endokernel triton, fwd+bwd, frozen head",
+               lambda x: _forward_backward(_statistics_loss("triton", x), x, train_head=False),
+               unavailable=_triton_available, backward=True),
         Method("naive+bwd", "naive, fwd+bwd", lambda x: _forward_backward(_naive_loss(x), x),
                memory=_logits_bytes(24), backward=True),
         Method("linear_ce+bwd", "F.linear_cross_entropy, fwd+bwd",

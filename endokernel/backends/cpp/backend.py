@@ -22,7 +22,7 @@ import torch
 
 from ..._core.alloc import new_empty
 from ..._core.transform import LogitTransform
-from ..cpu_features import tile_dtypes
+from ..cpu_paths import forced_engine, tile_dtypes
 from .loader import extension
 
 TOKEN_BLOCK = 2048  # hidden rows gathered and packed at once
@@ -34,6 +34,14 @@ BACKWARD_TILE_ROWS = 256  # vocab rows of one dL/dweight product, long enough fo
 ENGINES = {"auto": 0, "brgemm": 1, "aten": 2}  # csrc/logits_product.h
 
 __all__ = ["backward", "chosen_and_lse"]
+
+
+def _engine_code(engine: str | None, acc_dtype: torch.dtype) -> int:
+    """The tile engine's code: ``engine``, else the forced one for fp32-accumulated tiles (float64 tiles have
+    only ATen's)."""
+    if engine is None:
+        engine = forced_engine() if acc_dtype == torch.float32 else "auto"
+    return ENGINES[engine]
 
 
 def chosen_and_lse(
@@ -50,12 +58,13 @@ def chosen_and_lse(
     tile_tokens: int = TILE_TOKENS,
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
-    engine: str = "auto",
+    engine: str | None = None,
     isa: str | None = None,
 ) -> None:
     """``StatisticsBackend.chosen_and_lse`` (``endokernel.backends``); outputs must be contiguous.
-    ``matmul_dtype`` overrides the hardware choice, as in ``torch_tiled``; ``engine`` the tile products' ('brgemm'
-    or 'aten', see csrc/logits_product.h); ``isa`` the compiled variant (default: the one chosen at import)."""
+    ``matmul_dtype`` overrides the tile dtype, as in ``torch_tiled``; ``engine`` the tile products' ('brgemm'
+    or 'aten', see csrc/logits_product.h); ``isa`` the compiled variant. Their defaults: what ``cpu_paths``
+    forces, else the running CPU's choice."""
     acc_dtype, mm_dtype = tile_dtypes(hidden, matmul_dtype)
     pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(acc_dtype).contiguous()
@@ -63,7 +72,7 @@ def chosen_and_lse(
     # matmuls refuse inputs that require grad
     extension(isa).chosen_and_lse(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias,
                                   pre, post, transform.temperature, chosen_out, lse_out, entropy_out, mm_dtype,
-                                  token_block, tile_tokens, tile_vocab, ENGINES[engine])
+                                  token_block, tile_tokens, tile_vocab, _engine_code(engine, acc_dtype))
 
 
 def backward(
@@ -85,7 +94,7 @@ def backward(
     tile_tokens: int = TILE_TOKENS,
     tile_vocab: int = TILE_VOCAB,
     matmul_dtype: torch.dtype | None = None,
-    engine: str = "auto",
+    engine: str | None = None,
     isa: str | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``StatisticsBackend.backward`` (``endokernel.backends``): grad_h in the accumulation dtype, the head's
@@ -104,5 +113,6 @@ def backward(
     extension(isa).backward(hidden.detach(), weight.detach(), rows.contiguous(), targets.contiguous(), bias, pre, post,
                             transform.temperature, per_position(lse), per_position(entropy), per_position(grad_chosen),
                             per_position(grad_lse), per_position(grad_entropy), grad_h, grad_w, grad_b, mm_dtype,
-                            token_block, vocab_block, tile_rows, tile_tokens, tile_vocab, ENGINES[engine])
+                            token_block, vocab_block, tile_rows, tile_tokens, tile_vocab,
+                            _engine_code(engine, acc_dtype))
     return grad_h, grad_w, grad_b

@@ -4,8 +4,8 @@
 The choice follows torch's own: ``torch.backends.cpu.get_cpu_capability()`` (what ATen dispatches its CPU kernels
 with, from the CPU's feature flags; ``ATEN_CPU_CAPABILITY`` lowers it) says which variants this CPU can execute,
 and the fastest of those that were built is imported. ``ENDOKERNEL_CPU_ISA=avx512|avx2|default`` forces one (it
-must be built and runnable here). A variant is never imported on a CPU that cannot run it: its code, even its
-module initialisation, may use instructions that CPU lacks.
+must be built and runnable here), ``cpu_paths(isa=...)`` one for a block of calls. A variant is never imported on a
+CPU that cannot run it: its code, even its module initialisation, may use instructions that CPU lacks.
 
 The kernels are optional: an install without a compiler or without torch at build time has none, and
 ENDOKERNEL_DISABLE_CPP=1 hides built ones (CI runs the suite both ways). Importing endokernel never warns;
@@ -21,6 +21,8 @@ import os
 from types import ModuleType
 
 import torch  # loads libtorch, which the extension links against, before the extension
+
+from ..cpu_paths import forced_isa
 
 DISABLE_VARIABLE = "ENDOKERNEL_DISABLE_CPP"
 ISA_VARIABLE = "ENDOKERNEL_CPU_ISA"
@@ -104,8 +106,9 @@ def cpp_variant() -> str | None:
 
 
 def extension(isa: str | None = None) -> ModuleType:
-    """The extension module: the variant chosen at import, or variant ``isa`` (it must be built and runnable on
-    this CPU); RuntimeError saying why where it is missing."""
+    """The extension module: variant ``isa`` (it must be built and runnable on this CPU), else the one
+    ``cpu_paths`` forces, else the one chosen at import; RuntimeError saying why where it is missing."""
+    isa = isa or forced_isa()
     if isa is None:
         if _MODULE is None:
             raise RuntimeError(f"backend='cpp' needs endokernel's C++ CPU kernels, not available here: {_WHY}; "
