@@ -1,7 +1,8 @@
 """The compiled Triton kernels on a real GPU (skipped without CUDA): parity, determinism, every forward and
 backward variant (descriptors / pointers, contiguous / gathered positions, epilogue slices, both block axes of
-the backward), 64-bit offsets, memory bounds, autotuning. Run with ``pytest -m gpu``; ``bench/gpu_check.sh``
-runs them on a lent GPU."""
+the backward, every backward candidate), transposed inputs, 64-bit offsets, memory bounds, autotuning, inputs
+on another GPU than the current one (with two GPUs). Run with ``pytest -m gpu``; ``bench/gpu_check.sh`` runs
+them on a lent GPU."""
 
 import math
 from dataclasses import replace
@@ -113,6 +114,73 @@ def test_backward_matches_reference(dtype, shape, budget_mib):
     for label, a, b, c in zip(("hidden", "weight", "bias"), got, again, want):
         assert torch.equal(a, b), f"d{label} not bitwise reproducible"
         assert relative_error(a, c) <= (1e-4 if dtype == torch.float32 else 3e-2), f"seed {seed}: d{label}"
+
+
+def upstream_grads(seed, tokens, device="cuda"):
+    g = torch.Generator(device=device).manual_seed(seed)
+    return [torch.randn(tokens, device=device, generator=g) for _ in range(3)]
+
+
+def check_backward(got, inputs, upstream, dtype, seed, label=""):
+    """All three gradients ``got`` (on any GPU) against the float64 reference on ``inputs``' GPU."""
+    want = reference.backward(*to64(inputs), None, None, *(u.double().to(inputs[0].device) for u in upstream),
+                              (True, True, True))
+    for name, a, b in zip(("hidden", "weight", "bias"), got, want):
+        assert relative_error(a, b.to(a.device)) <= (1e-4 if dtype == torch.float32 else 3e-2), \
+            f"seed {seed} {label}: d{name}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_backward_candidates_match_reference(dtype):
+    """Every autotuning candidate of the G kernel on this GPU, the epilogue in 1, 2 or 4 column slices."""
+    tokens = 1500
+    seed, inputs = stats_inputs(dtype, tokens=tokens, rows_total=tokens + 50, gathered=True)
+    lse, entropy = (torch.empty(tokens, dtype=torch.float64, device="cuda") for _ in range(2))
+    reference.chosen_and_lse(*to64(inputs), torch.empty_like(lse), lse, entropy)
+    upstream = upstream_grads(seed, tokens)
+    for config in configs.backward_candidates(device_target(torch.device("cuda")), dtype, 1024):
+        got = triton_backward(*inputs, lse.float(), entropy.float(), *upstream, (True, True, True), config=config)
+        check_backward(got, inputs, upstream, dtype, seed, config.label())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_transposed_inputs_match_reference(dtype):
+    """Column-major hidden and head: pointer loads with strides along D (64-bit offsets), forward and backward."""
+    tokens = 700
+    seed, inputs = stats_inputs(dtype, tokens=tokens, rows_total=800, vocab=20011, dim=512, gathered=True)
+    hidden, weight, rows, targets, transform = inputs
+    transposed = (hidden.t().contiguous().t(), weight.t().contiguous().t(), rows, targets, transform)
+    want = [torch.empty(tokens, dtype=torch.float64, device="cuda") for _ in range(3)]
+    reference.chosen_and_lse(*to64(inputs), *want)
+    for label, a, b in zip(("chosen", "lse", "entropy"), forward(transposed), want):
+        assert relative_error(a, b) <= TOLERANCE[dtype], f"seed {seed}: {label}"
+    upstream = upstream_grads(seed, tokens)
+    got = triton_backward(*transposed, want[1].float(), want[2].float(), *upstream, (True, True, True))
+    check_backward(got, inputs, upstream, dtype, seed)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_inputs_on_another_gpu_than_the_current_one():
+    """A model on cuda:1 while cuda:0 is current: the kernels launch on cuda:1, on its current stream."""
+    tokens, other = 700, torch.device("cuda", 1)
+    seed, inputs = stats_inputs(torch.bfloat16, tokens=tokens, rows_total=800, vocab=20011, dim=512)
+    hidden, weight, rows, targets, transform = inputs
+    moved = (hidden.to(other), weight.to(other), rows.to(other), targets.to(other),
+             replace(transform, bias=transform.bias.to(other)))
+    want = [torch.empty(tokens, dtype=torch.float64, device="cuda") for _ in range(3)]
+    reference.chosen_and_lse(*to64(inputs), *want)
+    upstream = [u.to(other) for u in upstream_grads(seed, tokens)]
+    with torch.cuda.device(0):
+        got = [torch.full((tokens,), float("nan"), device=other) for _ in range(3)]
+        chosen_and_lse(*moved, *got)
+        grads = triton_backward(*moved, want[1].float().to(other), want[2].float().to(other), *upstream,
+                                (True, True, True))
+        torch.cuda.synchronize(other)
+        assert torch.cuda.current_device() == 0
+    for label, a, b in zip(("chosen", "lse", "entropy"), got, want):
+        assert a.device == other, label
+        assert relative_error(a, b.to(other)) <= TOLERANCE[torch.bfloat16], f"seed {seed}: {label}"
+    check_backward(grads, inputs, upstream, torch.bfloat16, seed)
 
 
 def test_large_batch_matches_torch_backend():

@@ -1,10 +1,14 @@
 """Triton configurations: the defaults per target, autotuning and its disk cache (under the interpreter, where
-it times candidates by wall clock), the backward's workspace budget and how it splits G into blocks."""
+it times candidates by wall clock) and the candidates it skips, the backward's workspace budget and how it
+splits G into blocks."""
 
+import ast
 import json
 
 import pytest
 import torch
+import triton.compiler.errors
+import triton.runtime.errors
 from triton.backends.compiler import GPUTarget
 
 import endokernel._core.alloc
@@ -99,6 +103,42 @@ def test_autotuning_is_off_by_default_and_follows_the_environment(monkeypatch):
         tuning.set_autotune(None)
     with pytest.raises(TypeError, match="enabled must be a bool"):
         tuning.set_autotune("yes")
+
+
+COMPILE_FAILURES = {  # what Triton's autotuner skips a config for
+    "out of shared memory": triton.runtime.errors.OutOfResources(300000, 232448, "shared memory"),
+    "ptxas failed": triton.runtime.errors.PTXASError("`ptxas` failed with error code 255"),
+    "static_assert": triton.compiler.errors.CompileTimeAssertionFailure(None, ast.Pass(), "BLOCK_V too small"),
+}
+
+
+@pytest.mark.parametrize("failure", COMPILE_FAILURES)
+def test_autotuning_skips_a_candidate_that_does_not_compile(failure, tmp_path, monkeypatch):
+    """A candidate that fails to compile for this GPU is not timed, as in Triton's own autotuner; the fastest
+    of the others is chosen. Any other error is the caller's to see."""
+    monkeypatch.setenv("ENDOKERNEL_CACHE_DIR", str(tmp_path))
+    _, (hidden, weight, *_) = stats_inputs()
+    default, failing, fast = (configs.KernelConfig(block_t, 64, 16) for block_t in (16, 32, 64))
+    seconds = {default.block_t: 2.0, fast.block_t: 1.0}
+
+    def timed(launches, device):
+        config = launches[0]
+        if config == failing:
+            raise error
+        return seconds[config.block_t]
+
+    monkeypatch.setattr(tuning, "_seconds", timed)
+    tuning.set_autotune(True)
+    try:
+        error = COMPILE_FAILURES[failure]
+        assert tuning.pick("forward", hidden, weight, default, lambda: [default, failing, fast],
+                           lambda config: [config]) == fast
+        error = ValueError("a bug, not a candidate too large for this GPU")
+        tuning.cache_file().unlink()
+        with pytest.raises(ValueError, match="a bug"):
+            tuning.pick("forward", hidden, weight, default, lambda: [default, failing, fast], lambda config: [config])
+    finally:
+        tuning.set_autotune(None)
 
 
 def test_workspace_budget(monkeypatch):

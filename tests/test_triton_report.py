@@ -3,11 +3,12 @@ configuration, compiled ahead of time for sm_80, sm_90a, sm_100 and gfx942 (bf16
 all of bias, logit scale, softcap, entropy), through ``endokernel kernels``. It fails on a compile error, a
 spill, shared memory over the target's limit, a bf16 sm_90a forward or backward kernel without wgmma, or a
 gfx942 forward kernel without MFMA. About two minutes on two cores: the compiles run in parallel worker
-processes with an empty Triton cache."""
+processes with an empty Triton cache. Also the Triton IR of transposed inputs: 64-bit offsets."""
 
 import json
+import re
 
-from endokernel.backends.triton.report import TARGETS, problems
+from endokernel.backends.triton.report import TARGETS, compile_report, problems
 from endokernel.cli import main
 
 KERNELS = {"partial_stats_kernel": "forward", "grad_logits_kernel": "backward", "combine_splits_kernel": "other",
@@ -60,3 +61,23 @@ def test_bad_options_name_the_option():
             assert message in str(error.code), (argv, error.code)
         else:
             raise AssertionError(f"{argv} was accepted")
+
+
+def test_transposed_inputs_take_64_bit_offsets(tmp_path):
+    """Column-major hidden and head (strides (1, N + 1) and (1, V)) at D = 16384, V = 151936: (D - 1) * V
+    passes 2**31, so the statistics, G and merge kernels multiply offsets by strides in 64 bits; their Triton IR
+    (sm_80: pointer loads) has i64 products of tensors and no i32 one. (Scalar i32 products are tile indices.)"""
+    shape = dict(tokens=4096, dim=16384, vocab=151936)
+    assert (shape["dim"] - 1) * shape["vocab"] >= 2**31
+    rows = compile_report(("sm_80",), ("bf16",), ("all",), candidates=False, dump_dir=tmp_path, shape=shape,
+                          layout="column-major")
+    kernels = {"partial_stats_kernel", "grad_logits_kernel", "combine_splits_kernel"}
+    assert kernels <= {row["kernel"] for row in rows}
+    for row in rows:
+        assert row["error"] is None and row["layout"] == "column-major", row
+        if row["kernel"] not in kernels:
+            continue
+        products = re.findall(r"arith\.muli [^:]*: (tensor<[^>]*>)", open(row["dump_ttir"]).read())
+        narrow = [kind for kind in products if not kind.endswith("xi64>")]
+        assert not narrow, f"{row['kernel']}: offset products {narrow} are not 64-bit"
+        assert products, f"{row['kernel']}: no offset products seen"

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, replace
 
 import torch
+from torch.torch_version import TorchVersion
 
 from ..._core.alloc import new_empty
 from ..._core.transform import LogitTransform
@@ -36,9 +37,10 @@ from .runtime import (
     transform_scalars,
     triton,
 )
-from .tile import column_halves, grouped_tile, logits_grad, logits_tile, position_rows, transform_logits
+from .tile import column_slices, grouped_tile, logits_grad, logits_tile, position_rows, transform_logits
 
 DEFAULT_WORKSPACE_MIB = 512
+UPCAST_SLICE_BYTES = 64 * 2**20  # fp32 copies of the GEMM operands where there is no bf16-in, fp32-out GEMM
 
 
 @triton.jit
@@ -93,21 +95,19 @@ def grad_logits_kernel(
 
     logits = logits_tile(h_src, h_rows, t0, t_mask, w_src, v0, vocab, dim, stride_hd, stride_wv, stride_wd,
                          H_DESC, W_DESC, INPUT_PRECISION, DOT_IN_FP32, BLOCK_T, BLOCK_V, BLOCK_D)
-    if EPILOGUE_SPLIT == 2:
-        left, right = column_halves(logits, BLOCK_T, BLOCK_V)
-        offs_v = v0 + tl.arange(0, BLOCK_V // 2)
-        _store_grad(left, offs_t, t_mask, offs_v, offs_v < vocab, targets, lse, entropy, grad_chosen, grad_lse,
-                    grad_entropy, bias_ptr, g_ptr, stride_gn, colsum_row, logit_scale, softcap, inv_temperature,
-                    HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, NEEDS_COLSUM)
-        offs_v += BLOCK_V // 2
-        _store_grad(right, offs_t, t_mask, offs_v, offs_v < vocab, targets, lse, entropy, grad_chosen, grad_lse,
-                    grad_entropy, bias_ptr, g_ptr, stride_gn, colsum_row, logit_scale, softcap, inv_temperature,
-                    HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, NEEDS_COLSUM)
-    else:
+    if EPILOGUE_SPLIT == 1:
         offs_v = v0 + tl.arange(0, BLOCK_V)
         _store_grad(logits, offs_t, t_mask, offs_v, offs_v < vocab, targets, lse, entropy, grad_chosen, grad_lse,
                     grad_entropy, bias_ptr, g_ptr, stride_gn, colsum_row, logit_scale, softcap, inv_temperature,
                     HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, NEEDS_COLSUM)
+    else:  # the epilogue a column slice at a time (2 or 4): a fraction of the registers
+        parts = column_slices(logits, BLOCK_T, BLOCK_V, EPILOGUE_SPLIT)
+        offs_v = v0 + tl.arange(0, BLOCK_V // EPILOGUE_SPLIT)
+        for i in tl.static_range(EPILOGUE_SPLIT):
+            _store_grad(parts[i], offs_t, t_mask, offs_v, offs_v < vocab, targets, lse, entropy, grad_chosen,
+                        grad_lse, grad_entropy, bias_ptr, g_ptr, stride_gn, colsum_row, logit_scale, softcap,
+                        inv_temperature, HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, NEEDS_COLSUM)
+            offs_v += BLOCK_V // EPILOGUE_SPLIT  # a vector step: v0 + i * width cost sm_90a 14-28 registers
 
 
 def workspace_budget(workspace_bytes: int | None = None) -> int:
@@ -234,16 +234,38 @@ def first_block(blocks: Blocks, num_positions: int, vocab: int) -> tuple[tuple[i
     return (0, num_positions), (0, min(blocks.size, vocab))
 
 
+def addmm_takes_fp32_self() -> bool:
+    """Whether ``torch.addmm(fp32 self, bf16 / fp16 mat1, mat2, out_dtype=torch.float32)`` runs: torch 2.8 and
+    2.9 have the ``out_dtype`` overload but require ``self`` in the operands' dtype; torch 2.10 accepts fp32."""
+    return TorchVersion(torch.__version__) >= (2, 10)
+
+
+def gemm_path(dtype: torch.dtype, device: torch.device) -> str:
+    """How ``matmul_into`` multiplies operands of ``dtype`` on ``device``: 'fp32' (fp32 operands), 'out_dtype'
+    (bf16 / fp16 operands, fp32 output: one library GEMM) or 'upcast' (the operands upcast to fp32 a slice of
+    the inner dimension at a time: CPU, whose interpreter path has no such GEMM, and torch < 2.10)."""
+    if dtype == torch.float32:
+        return "fp32"
+    return "out_dtype" if device.type == "cuda" and addmm_takes_fp32_self() else "upcast"
+
+
 def matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
-    """``out = a @ b`` (``+=`` when ``accumulate``) into fp32 ``out``: one library GEMM, products in the inputs'
-    dtype with fp32 accumulation."""
+    """``out = a @ b`` (``+=`` when ``accumulate``) into fp32 ``out``: products in the inputs' dtype with fp32
+    accumulation (see ``gemm_path``)."""
     beta = 1 if accumulate else 0
-    if a.dtype == torch.float32:
+    path = gemm_path(a.dtype, out.device)
+    if path == "fp32":
         torch.addmm(out, a, b, beta=beta, out=out)
-    elif out.device.type == "cuda":
+    elif path == "out_dtype":
         torch.addmm(out, a, b, out_dtype=torch.float32, beta=beta, out=out)
-    else:  # CPU (the interpreter) has no bf16-in, fp32-out GEMM: the same products, in fp32
-        torch.addmm(out, a.float(), b.float(), beta=beta, out=out)
+    else:
+        # bf16 / fp16 products are exact in fp32 (and in TF32), so this is the out_dtype GEMM's arithmetic in
+        # fp32 GEMMs (slower); the fp32 copies are bounded by UPCAST_SLICE_BYTES, not the operands' size
+        inner = a.shape[1]
+        step = max(1, UPCAST_SLICE_BYTES // (4 * (a.shape[0] + b.shape[1])))
+        for k0 in range(0, max(inner, 1), step):  # in a fixed order: deterministic
+            torch.addmm(out, a[:, k0 : k0 + step].float(), b[k0 : k0 + step].float(), beta=beta if k0 == 0 else 1,
+                        out=out)
 
 
 def backward(

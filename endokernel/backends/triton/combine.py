@@ -51,16 +51,19 @@ def combine_splits_kernel(
     if HAS_ENTROPY:
         tl.store(entropy_ptr + offs, log_total - deviation / total, mask=mask)
 
-    targets = tl.load(targets_ptr + offs, mask=mask, other=-1)
+    # row and column offsets 64-bit: row * stride passes 2**31 for large inputs, and so does (D - 1) * stride
+    # for a transposed hidden (stride_hd = N) or head (stride_wd = V)
+    targets = tl.load(targets_ptr + offs, mask=mask, other=-1).to(tl.int64)
     picked = mask & (targets >= 0)
-    h_rows = hidden_ptr + tl.load(rows_ptr + offs, mask=mask, other=0) * stride_hn
+    h_rows = hidden_ptr + tl.load(rows_ptr + offs, mask=mask, other=0).to(tl.int64) * stride_hn
     w_rows = weight_ptr + tl.where(picked, targets, 0) * stride_wv
     dot = tl.zeros((BLOCK,), tl.float32)
     for d0 in range(0, dim, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
+        offs_d64 = offs_d.to(tl.int64)
         d_mask = picked[:, None] & (offs_d < dim)[None, :]
-        h = tl.load(h_rows[:, None] + offs_d[None, :] * stride_hd, mask=d_mask, other=0.0).to(tl.float32)
-        w = tl.load(w_rows[:, None] + offs_d[None, :] * stride_wd, mask=d_mask, other=0.0).to(tl.float32)
+        h = tl.load(h_rows[:, None] + offs_d64[None, :] * stride_hd, mask=d_mask, other=0.0).to(tl.float32)
+        w = tl.load(w_rows[:, None] + offs_d64[None, :] * stride_wd, mask=d_mask, other=0.0).to(tl.float32)
         dot += tl.sum(h * w, axis=1)
     bias = 0.0
     if HAS_BIAS:

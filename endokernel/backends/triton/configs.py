@@ -8,12 +8,13 @@ and 3.9.
 
 Which knobs change the result's bits: ``block_v`` (the vocabulary tiles the online logsumexp folds, and the
 backward's G tiles), ``block_d`` (the order of the dot products' partial sums), the forward's
-``epilogue_split`` (it folds slices) and the number of vocab splits (``forward.choose_num_splits``: from the
-GPU's SM count). Those that do not, by construction of the kernels: ``block_t``, ``num_warps``,
-``num_stages``, ``group_t``, ``programs_per_sm`` and ``tma`` (each row's arithmetic is the same sequence of
-operations whichever block of rows, program or load path computes it); tests/test_triton_kernels.py checks it
-under the interpreter, and on a GPU the instruction Triton picks for ``tl.dot`` may still differ with the
-block shape.
+``epilogue_split`` (it folds slices) and the vocab splits (``forward.split_columns``: from the vocabulary,
+the GPU's SM count, ``group_t`` and ``programs_per_sm``; never from the number of positions, so a row's results
+do not depend on the batch it is in). Those that do not, by construction of the kernels: ``block_t``,
+``num_warps``, ``num_stages`` and ``tma`` (each row's arithmetic is the same sequence of operations whichever
+block of rows, program or load path computes it), with the splits held fixed; tests/test_triton_kernels.py
+checks it under the interpreter, and on a GPU the instruction Triton picks for ``tl.dot`` may still differ with
+the block shape.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from triton.backends.compiler import GPUTarget
 class KernelConfig:
     """Tile sizes and launch options of the forward statistics kernel and the backward G kernel.
 
-    ``tma``: load through tensor descriptors (sm_90+); ``epilogue_split`` (1 or 2): fold the accumulator in
-    column halves so that its epilogue needs half the registers; ``group_t``: token tiles per group of the
-    grouped tile order; ``programs_per_sm``: size of the forward's persistent grid per multiprocessor."""
+    ``tma``: load through tensor descriptors (sm_90+); ``epilogue_split`` (1, 2 or 4): run the epilogue (the
+    forward's fold, the backward's G) on that many column slices of the accumulator, so that it needs a fraction
+    of the registers; ``group_t``: token tiles per group of the grouped tile order; ``programs_per_sm``: size of
+    the forward's persistent grid per multiprocessor."""
 
     block_t: int
     block_v: int

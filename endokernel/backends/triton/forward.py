@@ -7,9 +7,10 @@ their LM head rows in L2). An item owns ``BLOCK_T`` positions and one contiguous
 walks that range ``BLOCK_V`` rows of the LM head at a time, computes the logits tile with ``tl.dot`` (fp32
 accumulation; operands through tensor descriptors, i.e. TMA, on sm_90+), applies bias / scale / softcap and
 folds the tile into an online (max, sum-exp2[, sum exp * (s - max)]) triple, in ``epilogue_split`` column
-slices so that the epilogue needs fewer registers. Splits let short inputs fill the GPU; their partials are
-merged in split order by ``combine.combine_splits_kernel``, which also computes the chosen logits: bitwise
-identical run to run. Extra memory: 3 x splits x N floats.
+slices so that the epilogue needs fewer registers. The splits (``split_columns``, from the vocabulary and the
+GPU, never from the number of positions: batch invariant) keep the programs running together on few token
+tiles; their partials are merged in split order by ``combine.combine_splits_kernel``, which also computes the
+chosen logits: bitwise identical run to run. Extra memory: 3 x splits x N floats.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .runtime import (
     transform_scalars,
     triton,
 )
-from .tile import column_halves, fold_tile, grouped_tile, logits_tile, position_rows, transform_logits
+from .tile import column_slices, fold_tile, grouped_tile, logits_tile, position_rows, transform_logits
 
 COMBINE_BLOCK, COMBINE_BLOCK_D = 64, 64
 
@@ -84,11 +85,7 @@ def partial_stats_kernel(
                 stats = _fold(logits, v0, v_end, bias_ptr, stats, logit_scale, softcap, inv_temperature,
                               HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY, BLOCK_V)
             else:
-                left, right = column_halves(logits, BLOCK_T, BLOCK_V)
-                if EPILOGUE_SPLIT == 2:
-                    parts = (left, right)
-                else:
-                    parts = column_halves(left, BLOCK_T, BLOCK_V // 2) + column_halves(right, BLOCK_T, BLOCK_V // 2)
+                parts = column_slices(logits, BLOCK_T, BLOCK_V, EPILOGUE_SPLIT)
                 for i in tl.static_range(EPILOGUE_SPLIT):
                     stats = _fold(parts[i], v0 + i * (BLOCK_V // EPILOGUE_SPLIT), v_end, bias_ptr, stats,
                                   logit_scale, softcap, inv_temperature, HAS_BIAS, HAS_SCALE, HAS_SOFTCAP, HAS_ENTROPY,
@@ -103,14 +100,21 @@ def partial_stats_kernel(
             tl.store(out + part_stride, run_dev, mask=t_mask)
 
 
-def choose_num_splits(num_positions: int, vocab: int, config: KernelConfig, programs: int) -> int:
-    """Vocab splits: at least two items per program of the persistent grid, and enough splits that the programs
-    running together (``programs`` consecutive items of the grouped order: ``group_t`` token tiles x the splits)
-    cover few token tiles, whose hidden rows then stay in L2 while the LM head streams past; each split at least
-    4 vocab blocks."""
-    token_tiles = triton.cdiv(num_positions, config.block_t)
-    wanted = max(triton.cdiv(2 * programs, token_tiles), triton.cdiv(programs, config.group_t))
-    return max(1, min(wanted, triton.cdiv(vocab, 4 * config.block_v)))
+# vocab splits start at multiples of this (every block_v divides it): the light and the full configuration fold the
+# same 64-column slices of the same splits, whichever a call takes
+SPLIT_ALIGN = 256
+
+
+def split_columns(vocab: int, config: KernelConfig, programs: int, num_splits: int | None = None) -> int:
+    """Vocabulary columns per split. Enough splits that the programs running together (``programs`` consecutive
+    items of the grouped order: ``group_t`` token tiles x the splits) cover few token tiles, whose hidden rows
+    then stay in L2 while the LM head streams past; each split at least 4 vocab blocks. Never from the number of
+    positions: a row's statistics fold the same splits in the same order whatever else is in the call, so results
+    are batch invariant (short inputs leave some multiprocessors idle instead)."""
+    if num_splits:  # asked for (tests, tuning): splits of whole vocab blocks
+        return triton.cdiv(triton.cdiv(vocab, num_splits), config.block_v) * config.block_v
+    wanted = max(1, min(triton.cdiv(programs, config.group_t), triton.cdiv(vocab, 4 * config.block_v)))
+    return triton.cdiv(triton.cdiv(vocab, wanted), SPLIT_ALIGN) * SPLIT_ALIGN
 
 
 def plan(
@@ -134,8 +138,7 @@ def plan(
     num_positions = rows.numel()
     vocab, dim = weight.shape
     programs_cap = config.programs_per_sm * multiprocessors
-    splits = num_splits or choose_num_splits(num_positions, vocab, config, programs_cap)
-    vocab_per_split = triton.cdiv(triton.cdiv(vocab, splits), config.block_v) * config.block_v
+    vocab_per_split = split_columns(vocab, config, programs_cap, num_splits)
     splits = triton.cdiv(vocab, vocab_per_split)  # no empty split
     items = triton.cdiv(num_positions, config.block_t) * splits
     programs = min(items, programs_cap)

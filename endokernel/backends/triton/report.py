@@ -7,7 +7,9 @@ meta tensors of a representative shape, so the report compiles exactly the argum
 (Triton's own ``specialize_impl``), constexprs and options a real launch compiles. NVIDIA: the PTX goes
 through Triton's own ptxas run (its bundled ptxas and flags; ``-v --regAllocOptLevel=2`` on Triton 3.9), whose
 log gives registers and spills.
-AMD: the AMDGCN's ``.vgpr_count`` / ``.vgpr_spill_count`` / ``.sgpr_spill_count``. Compiles run in fresh
+AMD: the AMDGCN's ``.vgpr_count`` / ``.vgpr_spill_count`` / ``.sgpr_spill_count``. ``layout='column-major'``
+plans the kernels on a transposed hidden and head (pointer loads with a stride along D), whose Triton IR (dumped
+beside the PTX) shows the offsets' integer widths. Compiles run in fresh
 worker processes (Triton's interpreter, which the test suite turns on, has no compiler) with an empty Triton
 cache, in parallel.
 """
@@ -34,6 +36,7 @@ SHAPE = dict(tokens=32768, dim=4096, vocab=151936)  # the issue's target shape (
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448, 100: 232448, 120: 101376,
                 "gfx90a": 65536, "gfx942": 65536, "gfx950": 163840}
 MULTIPROCESSORS = {80: 108, 90: 132, 100: 148, "gfx942": 304}
+LAYOUTS = ("row-major", "column-major")  # of hidden and the LM head
 
 
 def parse_target(text: str):
@@ -62,13 +65,17 @@ class Job:
     default: bool
     rows: str = "contiguous"  # 'gathered': the positions are not one range of hidden's rows
     shape: dict = field(default_factory=lambda: dict(SHAPE))
+    layout: str = "row-major"  # 'column-major': hidden and the head are transposed views (pointer loads)
 
 
 def jobs(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), candidates: bool = True,
-         shape: dict | None = None) -> list[Job]:
+         shape: dict | None = None, layout: str = "row-major") -> list[Job]:
     """Every compile of the report: per target, the forward and backward kernels for each dtype, flag set and
     config (the default, then the autotuning candidates), the forward's default with gathered positions (sm_90+:
-    hidden by pointers, the head by TMA), and the split merge and finalizer kernels once."""
+    hidden by pointers, the head by TMA), and the split merge and finalizer kernels once. ``layout``
+    'column-major' plans them on transposed hidden and head."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     from . import configs
 
     shape = dict(shape or SHAPE)
@@ -86,13 +93,13 @@ def jobs(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), candidates:
             for kernel, default, listed in plans:
                 for config in dict.fromkeys([default, *(listed if candidates else [])]):
                     out.append(Job(kernel, target_name, dtype, flags, config.as_dict(), config == default,
-                                   shape=shape))
+                                   shape=shape, layout=layout))
             if configs.supports_tma(target):  # the positions not one range of hidden's rows
                 default = configs.forward_default(target, torch_dtype[dtype], shape["dim"])
                 out.append(Job("forward", target_name, dtype, flags, default.as_dict(), True, rows="gathered",
-                               shape=shape))
-        out.append(Job("combine", target_name, "fp32", FLAGS, None, True, shape=shape))
-        out.append(Job("finalize", target_name, "fp32", (), None, True, shape=shape))
+                               shape=shape, layout=layout))
+        out.append(Job("combine", target_name, "fp32", FLAGS, None, True, shape=shape, layout=layout))
+        out.append(Job("finalize", target_name, "fp32", (), None, True, shape=shape, layout=layout))
     return out
 
 
@@ -113,8 +120,11 @@ def _plan(job: Job):
     def meta(*size, dtype=torch.float32):
         return torch.empty(size, dtype=dtype, device="meta")
 
-    hidden = meta(n + 1, dim, dtype=dtype)  # the row after the last position is read by none (as in rewards)
-    weight = meta(vocab, dim, dtype=dtype)
+    def matrix(rows: int, cols: int):  # column-major: strides (1, rows), as a transposed tensor has
+        return meta(cols, rows, dtype=dtype).t() if job.layout == "column-major" else meta(rows, cols, dtype=dtype)
+
+    hidden = matrix(n + 1, dim)  # the row after the last position is read by none (as in rewards)
+    weight = matrix(vocab, dim)
     rows = meta(n, dtype=torch.int64)
     targets = meta(n, dtype=torch.int64)
     transform = LogitTransform(temperature=0.7, bias=meta(vocab, dtype=dtype) if "bias" in job.flags else None,
@@ -234,7 +244,7 @@ def compile_job(job: Job, dump_dir: str | None) -> dict:
     launch = _plan(job)
     name = launch.kernel.fn.__name__ if hasattr(launch.kernel, "fn") else launch.kernel.__name__
     row = dict(kernel=name, role={"forward": "forward", "backward": "backward"}.get(job.kernel, "other"),
-               target=job.target, dtype=job.dtype, flags=list(job.flags), rows=job.rows,
+               target=job.target, dtype=job.dtype, flags=list(job.flags), rows=job.rows, layout=job.layout,
                config=job.config or {k: v for k, v in launch.meta.items() if k.isupper() and k.startswith("BLOCK")},
                default=job.default, gemm_by_library=job.kernel == "backward", error=None)
     try:
@@ -246,14 +256,16 @@ def compile_job(job: Job, dump_dir: str | None) -> dict:
         return row
     row.update(metrics)
     row["shared_limit"] = SHARED_LIMIT.get(target.arch)
-    row["dump"] = None
+    row["dump"] = row["dump_ttir"] = None
     if dump_dir is not None:
         suffix = "ptx" if target.backend == "cuda" else "amdgcn"
         flags = "-".join(job.flags) or "plain"
         config = "default" if job.default else "x".join(str(v) for v in (job.config or {}).values())
-        path = Path(dump_dir) / f"{name}-{job.target}-{job.dtype}-{flags}-{job.rows}-{config}.{suffix}"
+        layout = "" if job.layout == "row-major" else f"-{job.layout}"
+        path = Path(dump_dir) / f"{name}-{job.target}-{job.dtype}-{flags}-{job.rows}{layout}-{config}.{suffix}"
         path.write_text(text)
-        row["dump"] = str(path)
+        path.with_suffix(".ttir").write_text(kernel.asm["ttir"])  # the offsets' integer types, before lowering
+        row["dump"], row["dump_ttir"] = str(path), str(path.with_suffix(".ttir"))
     return row
 
 
@@ -282,13 +294,14 @@ def _compiling_environment() -> Iterator[None]:
 
 def compile_report(targets=TARGETS, dtypes=DTYPES, flag_sets=("plain", "all"), *, candidates: bool = True,
                    dump_dir: str | os.PathLike | None = None, processes: int | None = None,
-                   shape: dict | None = None) -> list[dict]:
+                   shape: dict | None = None, layout: str = "row-major") -> list[dict]:
     """Compile every kernel for every target (see ``jobs``) and return one row per compile: ``kernel``, ``role``,
-    ``target``, ``dtype``, ``flags``, ``rows``, ``config``, ``default``, ``registers``, ``spill_bytes`` (ptxas
-    spill stores; AMD: the VGPR spill count, ``sgpr_spills`` beside it), ``shared_bytes`` and ``shared_limit``,
-    ``mma`` (instruction counts), ``tma``, ``gemm_by_library``, ``dump`` (the PTX / AMDGCN written into
-    ``dump_dir``) and ``error`` (None, or why the compile failed)."""
-    todo = jobs(tuple(targets), tuple(dtypes), tuple(flag_sets), candidates, shape)
+    ``target``, ``dtype``, ``flags``, ``rows``, ``layout``, ``config``, ``default``, ``registers``,
+    ``spill_bytes`` (ptxas spill stores; AMD: the VGPR spill count, ``sgpr_spills`` beside it),
+    ``shared_bytes`` and ``shared_limit``, ``mma`` (instruction counts), ``tma``, ``gemm_by_library``, ``dump``
+    and ``dump_ttir`` (the PTX / AMDGCN and the Triton IR written into ``dump_dir``) and ``error`` (None, or why
+    the compile failed)."""
+    todo = jobs(tuple(targets), tuple(dtypes), tuple(flag_sets), candidates, shape, layout)
     if dump_dir is not None:
         Path(dump_dir).mkdir(parents=True, exist_ok=True)
         dump_dir = str(dump_dir)

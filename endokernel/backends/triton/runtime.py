@@ -5,6 +5,10 @@ interpreter, so CI tests the shipped kernels on machines without a GPU. Triton b
 when ``TRITON_INTERPRET=1`` is set before it is imported (its own ``tl.zeros``, ``tl.sum``... are kernels too),
 so CPU launches need that variable; the test suite sets it in ``conftest.py``.
 
+A compiled kernel launches on the current CUDA device and its current stream (Triton reads both at launch), so
+``Launch.run`` makes the tensors' device current first (``on_device``): a model on cuda:1 while cuda:0 is
+current then runs on cuda:1, on torch's current stream there, ordered with torch's own work.
+
 Launchers first build a ``Launch`` (kernel, grid, arguments, constexprs and options) from tensors and facts
 about the device, then run it: the compile report (``report.py``) builds the very same ``Launch`` from meta
 tensors for any target and compiles it ahead of time.
@@ -12,10 +16,11 @@ tensors for any target and compiles it ahead of time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 import triton
@@ -30,7 +35,7 @@ except ImportError:  # pragma: no cover - older Triton: the pointer kernels only
     TensorDescriptor = None
 
 __all__ = ["COMPILE_OPTIONS", "GPUTarget", "Launch", "Operands", "contiguous_row_start", "device_target",
-           "kernel_flags", "multiprocessor_count", "operands", "tl", "transform_scalars", "triton"]
+           "kernel_flags", "multiprocessor_count", "on_device", "operands", "tl", "transform_scalars", "triton"]
 
 COMPILE_OPTIONS = ("num_warps", "num_stages")  # Launch.meta keys that are compile options, not constexprs
 
@@ -45,13 +50,22 @@ class Launch:
     meta: dict
 
     def run(self, device: torch.device) -> None:
-        """Launch on ``device``; on CPU tensors only under the interpreter."""
+        """Launch on ``device`` (the tensors'); on CPU tensors only under the interpreter."""
         if device.type == "cpu" and not _is_interpreted(self.kernel):
             raise RuntimeError(
                 "backend='triton' on CPU tensors runs the kernels under Triton's interpreter: set the environment "
                 f"variable TRITON_INTERPRET=1 before triton is imported (now {os.environ.get('TRITON_INTERPRET')!r}),"
                 " or use backend='torch' on CPU")
-        self.kernel[self.grid](*self.args, **self.meta)
+        with on_device(device):
+            self.kernel[self.grid](*self.args, **self.meta)
+
+
+def on_device(device: torch.device) -> ContextManager:
+    """``device`` as the current CUDA device while the block runs (Triton launches on the current device and
+    stream, i.e. torch's current stream of that device); nothing to do for CPU tensors."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def _is_interpreted(kernel: Any) -> bool:

@@ -55,15 +55,17 @@ def logits_tile(
     acc = tl.zeros((BLOCK_T, BLOCK_V), tl.float32)
     for d0 in range(0, dim, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
+        # 64-bit: a transposed hidden or head has stride_hd = N or stride_wd = V, and (D - 1) * V can pass 2**31
+        offs_d64 = offs_d.to(tl.int64)
         if H_DESC:
             h = h_src.load([t0, d0])
         else:
-            h = tl.load(h_rows[:, None] + offs_d[None, :] * stride_hd, mask=t_mask[:, None] & (offs_d < dim)[None, :],
-                        other=0.0)
+            h = tl.load(h_rows[:, None] + offs_d64[None, :] * stride_hd,
+                        mask=t_mask[:, None] & (offs_d < dim)[None, :], other=0.0)
         if W_DESC:
             w = w_src.load([v0, d0])
         else:
-            w = tl.load(w_rows[:, None] + offs_d[None, :] * stride_wd,
+            w = tl.load(w_rows[:, None] + offs_d64[None, :] * stride_wd,
                         mask=(offs_v < vocab)[:, None] & (offs_d < dim)[None, :], other=0.0)
         if DOT_IN_FP32:  # Triton's interpreter multiplies bf16 bit patterns in tl.dot (triton-lang/triton#11584)
             h = h.to(tl.float32)
@@ -104,6 +106,19 @@ def transform_logits(logits, offs_v, v_mask, bias_ptr, logit_scale, softcap,
 def column_halves(tile, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr):
     """A (BLOCK_T, BLOCK_V) tile as its left and right (BLOCK_T, BLOCK_V // 2) halves."""
     return tl.split(tl.permute(tl.reshape(tile, (BLOCK_T, 2, BLOCK_V // 2)), (0, 2, 1)))
+
+
+@triton.jit
+def column_slices(tile, BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, SLICES: tl.constexpr):
+    """A (BLOCK_T, BLOCK_V) tile as ``SLICES`` (2 or 4) consecutive (BLOCK_T, BLOCK_V // SLICES) column slices,
+    left to right: an epilogue that takes them one at a time needs a fraction of the registers."""
+    left, right = column_halves(tile, BLOCK_T, BLOCK_V)
+    if SLICES == 2:
+        slices = (left, right)
+    else:
+        tl.static_assert(SLICES == 4, "SLICES must be 2 or 4")
+        slices = column_halves(left, BLOCK_T, BLOCK_V // 2) + column_halves(right, BLOCK_T, BLOCK_V // 2)
+    return slices
 
 
 @triton.jit

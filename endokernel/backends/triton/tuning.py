@@ -5,7 +5,8 @@ process. ``set_autotune(True)`` or ``ENDOKERNEL_AUTOTUNE=1`` turns it on: the fi
 name, dtype, D, V bucket) times every candidate of ``configs`` on the call's own inputs, keeps the fastest,
 and caches it on disk (``ENDOKERNEL_CACHE_DIR``, default ``~/.cache/endokernel``, file ``triton-autotune.json``)
 for every later call and process. The chosen configuration can change the result's bits (see ``configs``);
-once cached it no longer changes.
+once cached it no longer changes. A candidate that does not compile for this GPU is skipped, as Triton's own
+autotuner skips one (``compile_failures``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Callable
 import torch
 
 from .configs import DTYPE_NAMES, KernelConfig
-from .runtime import Launch
+from .runtime import Launch, on_device
 
 _enabled: bool | None = None  # set_autotune's choice; None: the environment decides
 
@@ -79,7 +80,23 @@ def _seconds(launches: list[Launch], device: torch.device) -> float:
         return time.perf_counter() - start
     import triton.testing
 
-    return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median") / 1e3
+    with on_device(device):  # do_bench synchronizes and records its events on the current device
+        return triton.testing.do_bench(run, warmup=5, rep=25, return_mode="median") / 1e3
+
+
+def compile_failures() -> tuple[type[BaseException], ...]:
+    """The errors that rule a candidate out on this GPU: those Triton's autotuner skips a config for
+    (``OutOfResources``, ``CompileTimeAssertionFailure``, ``PTXASError``: ptxas rejected the kernel, e.g. out of
+    registers; in ``triton.runtime.errors`` / ``triton.compiler.errors`` in Triton 3.6 and 3.9), and any other
+    ``CompilationError``. Looked up by name: older Triton lacks some."""
+    import triton.compiler.errors
+    import triton.runtime.errors
+
+    names = (("runtime", "OutOfResources"), ("runtime", "PTXASError"), ("compiler", "CompilationError"),
+             ("compiler", "CompileTimeAssertionFailure"))
+    modules = {"runtime": triton.runtime.errors, "compiler": triton.compiler.errors}
+    found = (getattr(modules[module], name, None) for module, name in names)
+    return tuple(error for error in found if error is not None)
 
 
 def pick(kind: str, hidden: torch.Tensor, weight: torch.Tensor, default: KernelConfig,
@@ -95,15 +112,13 @@ def pick(kind: str, hidden: torch.Tensor, weight: torch.Tensor, default: KernelC
     cached = _read_cache().get(key)
     if cached is not None:
         return KernelConfig(**cached)
-    import triton.compiler.errors
-    import triton.runtime.errors
-
+    failures = compile_failures()
     timings = []
     for candidate in candidates():
         try:
             timings.append((_seconds(launches(candidate), hidden.device), candidate))
-        except (triton.runtime.errors.OutOfResources, triton.compiler.errors.CompilationError):
-            continue  # too large for this GPU: not a candidate here
+        except failures:
+            continue  # does not compile for this GPU (too large for it): not a candidate here
     if not timings:
         return default
     best = min(timings, key=lambda timing: timing[0])[1]
