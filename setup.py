@@ -10,6 +10,8 @@ The extensions build only where torch is importable at build time (``pip install
 C++ compiler works; a variant that fails to compile is left out with a warning, and where none builds the
 package installs without them, running on the pure-torch path (``endokernel.cpp_available()`` says which).
 ENDOKERNEL_DISABLE_CPP=1 skips the build; ENDOKERNEL_BUILD_ISAS (a comma-separated subset) builds only some.
+ENDOKERNEL_SANITIZE=1 builds them with AddressSanitizer and UndefinedBehaviorSanitizer, for .ci/sanitize only: such
+a module loads only where the ASan runtime is preloaded.
 """
 
 import os
@@ -34,6 +36,13 @@ ISA_FLAGS = {
 # (and only the ATen headers each file uses: a variant compiles in well under a minute)
 COMMON_FLAGS = ["-O3", "-fopenmp", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
                 "-DTORCH_ASSERT_ONLY_METHOD_OPERATORS"]
+# ENDOKERNEL_SANITIZE=1 (.ci/sanitize): an out-of-bounds access or undefined behaviour aborts the process with a
+# report instead of passing unseen (UBSan would print and go on without -fno-sanitize-recover). -g1 (line tables
+# only) puts file:line into the reports; -O1 (after -O3, so it wins) compiles a variant in about half -O3's time
+# and keeps the checks (ASan asks for -O1 or more, for speed); -fno-wrapv undoes the -fwrapv of Python's flags,
+# under which a signed overflow (an index product past 2**63) is defined and UBSan cannot report it.
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g1", "-O1",
+            "-fno-wrapv"]
 
 
 def _variants() -> list[str]:
@@ -79,9 +88,11 @@ def _extension_kwargs() -> dict:
             finally:
                 self.build_temp = base
 
+    sanitize = SANITIZE if os.environ.get("ENDOKERNEL_SANITIZE") == "1" else []
     extensions = [
-        CppExtension(f"endokernel.backends.cpp._C_{isa}", SOURCES, extra_compile_args=[*COMMON_FLAGS, *ISA_FLAGS[isa]],
-                     extra_link_args=["-fopenmp"])
+        CppExtension(f"endokernel.backends.cpp._C_{isa}", SOURCES,
+                     extra_compile_args=[*COMMON_FLAGS, *ISA_FLAGS[isa], *sanitize],
+                     extra_link_args=["-fopenmp", *sanitize[:1]])
         for isa in _variants()
     ]
     return {"ext_modules": extensions, "cmdclass": {"build_ext": OptionalBuildExt}}
