@@ -34,8 +34,15 @@ def _forward_stats(backend: str, hidden2d: Tensor, weight: Tensor, rows: Tensor,
     chosen = new_empty(n, dtype=dtype, device=hidden2d.device)
     lse = new_empty(n, dtype=dtype, device=hidden2d.device)
     entropy = new_empty(n, dtype=dtype, device=hidden2d.device) if with_entropy else None
-    backends.get(backend).chosen_and_lse(hidden2d, weight, rows, targets, transform, chosen, lse, entropy)
+    with _inputs_dtypes(hidden2d):
+        backends.get(backend).chosen_and_lse(hidden2d, weight, rows, targets, transform, chosen, lse, entropy)
     return chosen, lse, entropy
+
+
+def _inputs_dtypes(hidden: Tensor):
+    """Autocast off: every backend multiplies in the dtypes its inputs have (and the statistics accumulate in
+    fp32), whatever autocast region the call is made from, as autocast itself runs log_softmax in fp32."""
+    return torch.autocast(hidden.device.type, enabled=False)
 
 
 def _backward_stats(backend: str, hidden: Tensor, weight: Tensor, bias: Optional[Tensor], rows: Tensor,
@@ -55,8 +62,9 @@ def _backward_stats(backend: str, hidden: Tensor, weight: Tensor, bias: Optional
         if grad_entropy is not None:
             entropy, grad_entropy = entropy[keep], grad_entropy[keep]
     needs = (needs[0], needs[1], needs[2] and bias is not None)
-    grad_h, grad_w, grad_b = backends.get(backend).backward(
-        hidden2d, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse, grad_entropy, needs)
+    with _inputs_dtypes(hidden2d):
+        grad_h, grad_w, grad_b = backends.get(backend).backward(
+            hidden2d, weight, rows, targets, transform, lse, entropy, grad_chosen, grad_lse, grad_entropy, needs)
     d_hidden = hidden.new_empty(0)
     if needs[0]:
         d_hidden = torch.zeros_like(hidden, memory_format=torch.contiguous_format)

@@ -12,12 +12,13 @@ import torch
 from .._core.transform import LogitTransform
 from .._core.types import accumulation_dtype
 from .logits_grad import logits_grad
+from .row_tiles import row_tiled_logits
 
 
 def _statistics(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                 transform: LogitTransform) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(chosen, lse, entropy) of ``h`` (N, D) rows, differentiable in h, weight and bias."""
-    logits = h @ weight.T
+    logits = row_tiled_logits(h, weight)  # h @ weight.T, whatever the other rows (batch invariant)
     if bias is not None:
         logits = logits + bias
     z = transform.scale_and_cap(logits)
@@ -69,7 +70,7 @@ def backward(
     h, w = hidden[rows].to(dtype), weight.to(dtype)
     bias = None if transform.bias is None else transform.bias.to(dtype)
     _, lse, entropy = _statistics(h, w, bias, targets, transform)
-    z = transform.apply(h @ w.T)
+    z = transform.apply(row_tiled_logits(h, w))
     grad = logits_grad(z, 0, targets, lse, entropy, grad_chosen.to(dtype), grad_lse.to(dtype),
                        None if grad_entropy is None else grad_entropy.to(dtype), transform)
     return (grad @ w if needs[0] else None, grad.T @ h if needs[1] else None, grad.sum(0) if needs[2] else None)

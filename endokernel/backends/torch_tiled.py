@@ -2,9 +2,10 @@
 matmuls into one reused buffer.
 
 Forward: tokens are the outer loop; each token tile is gathered and converted to the matmul dtype once, then
-meets the LM head tile by tile, each logits tile folded into a running (max, sum-exp[, entropy]) per position
-right after it is computed. ``bias``, ``logit_scale`` and ``1 / temperature`` are folded into the matmul's
-``beta`` / ``alpha``, so the epilogue is four in-place passes over the tile (max, subtract, exp, sum).
+meets the LM head tile by tile (in matmuls of ``ROW_TILE`` rows: batch invariant), each logits tile folded into
+a running (max, sum-exp[, entropy]) per position right after it is computed. ``bias``, ``logit_scale`` and
+``1 / temperature`` are folded into the matmul's ``beta`` / ``alpha``, so the epilogue is four in-place passes
+over the tile (max, subtract, exp, sum).
 Extra memory: one tile plus O(N).
 
 Backward: the vocabulary is the outer loop, so each LM-head tile's gradient is accumulated over all tokens
@@ -20,8 +21,9 @@ from __future__ import annotations
 import torch
 
 from .._core.transform import LogitTransform
-from .cpu_features import tile_dtypes
+from .cpu_paths import tile_dtypes
 from .logits_grad import logits_grad
+from .row_tiles import ROW_TILE, pad_rows
 
 TOKEN_BLOCK = 1024
 VOCAB_BLOCK = 1024
@@ -77,20 +79,25 @@ def chosen_and_lse(
     pre, post = transform.folded_scales(transform.temperature)
     bias = None if transform.bias is None else transform.bias.to(mm_dtype)
 
-    buffer = torch.empty(min(token_block, num_positions) * min(vocab_block, vocab), dtype=mm_dtype,
-                         device=hidden.device)
+    row_tile = min(ROW_TILE, token_block)  # every logits matmul has row_tile rows: batch invariance (row_tiles)
+    block_rows = -(-min(token_block, num_positions) // row_tile) * row_tile
+    buffer = torch.empty(block_rows * min(vocab_block, vocab), dtype=mm_dtype, device=hidden.device)
     exp_buffer = torch.empty_like(buffer) if entropy_out is not None else None
     for t0 in range(0, num_positions, token_block):
         block = slice(t0, t0 + token_block)
         h = hidden[rows[block]]
         chosen_out[block] = _chosen_logits(h.to(acc_dtype), weight, targets[block], transform)
-        h = h.to(mm_dtype)
+        positions = h.shape[0]
+        h = pad_rows(h.to(mm_dtype), row_tile)
         run_max = run_sum = run_dev = None  # running max, sum of exp, sum of exp * (s - max); s = z / T
         for v0 in range(0, vocab, vocab_block):
             w_t = weight[v0 : v0 + vocab_block].to(mm_dtype).T
-            size = h.shape[0] * w_t.shape[1]
-            tile = _scaled_logits(h, w_t, None if bias is None else bias[v0 : v0 + vocab_block], pre, post,
-                                  buffer[:size].view(h.shape[0], w_t.shape[1]))
+            padded = buffer[: h.shape[0] * w_t.shape[1]].view(h.shape[0], w_t.shape[1])
+            for r0 in range(0, h.shape[0], row_tile):
+                _scaled_logits(h[r0 : r0 + row_tile], w_t, None if bias is None else bias[v0 : v0 + vocab_block],
+                               pre, post, padded[r0 : r0 + row_tile])
+            tile = padded[:positions]
+            size = tile.numel()
             tile_max = tile.amax(dim=1).to(acc_dtype)
             tile.sub_(tile_max[:, None].to(mm_dtype))
             if exp_buffer is None:
