@@ -256,3 +256,16 @@ def test_score_with_the_thread_count_changed_between_calls(reward_model):
         torch.set_num_threads(before)
     for got in scores[1:]:
         assert relative_error(got, scores[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpp", marks=NEEDS_CPP)])
+def test_compiled_in_a_context(backend, context):
+    """torch.compile(fullgraph=True) of the public functions, called in each context: the eager bits."""
+    case = context_case()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda c: results(c, backend), fullgraph=True, backend="aot_eager")
+    with cpu_paths(threads=2), CONTEXTS[context]():
+        got = compiled(case)
+    for a, b in zip(got, results(case, backend)):
+        assert torch.equal(a, b)

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from .._core.transform import LogitTransform
-from .cpp.loader import cpp_available, extension
+from .cpp.loader import cpp_available, require_cpp
 
 BACKENDS = ("auto", "reference", "torch", "triton", "cpp")
 # triton ships for Linux only; the other backends work without it. Imported only when a Triton kernel runs.
@@ -66,7 +66,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "triton":
         require_triton()
     if backend == "cpp":
-        extension()  # raises with the reason where the kernels are missing
+        require_cpp()
         if device.type != "cpu":
             raise ValueError(f"backend='cpp' runs on CPU tensors, got tensors on {device}")
     return backend

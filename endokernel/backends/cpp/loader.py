@@ -105,14 +105,20 @@ def cpp_variant() -> str | None:
     return _ISA
 
 
+def require_cpp() -> None:
+    """RuntimeError saying why where the C++ kernels are not available (reads only what import decided, so
+    backend dispatch stays traceable by torch.compile)."""
+    if _MODULE is None:
+        raise RuntimeError(f"backend='cpp' needs endokernel's C++ CPU kernels, not available here: {_WHY}; "
+                           "use backend='torch' instead")
+
+
 def extension(isa: str | None = None) -> ModuleType:
     """The extension module: variant ``isa`` (it must be built and runnable on this CPU), else the one
     ``cpu_paths`` forces, else the one chosen at import; RuntimeError saying why where it is missing."""
     isa = isa or forced_isa()
     if isa is None:
-        if _MODULE is None:
-            raise RuntimeError(f"backend='cpp' needs endokernel's C++ CPU kernels, not available here: {_WHY}; "
-                               "use backend='torch' instead")
+        require_cpp()
         return _MODULE
     why = why_not(isa, torch.backends.cpu.get_cpu_capability(), built_variants())
     if why is not None:
