@@ -5,6 +5,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cstdint>
+#include <limits>
 
 namespace endokernel {
 
@@ -13,10 +14,11 @@ inline at::vec::Vectorized<acc_t> exp2(const at::vec::Vectorized<acc_t>& x) {
   return x.exp2();
 }
 
-// The least exponent the epilogues pass to exp2: they clamp to it, so that -inf logits (a -inf bias) add a
-// negligible 2^-126 or so instead of NaN terms (0 * -inf) to the entropy sums.
+// The least exponent the epilogues pass to exp2, that of the smallest normal number (-126 in float, -1022 in
+// double): they clamp to it, so that -inf logits (a -inf bias) add a negligible 2^-126 (2^-1022) instead of NaN
+// terms (0 * -inf) to the entropy sums, and probabilities below it carry at most that much absolute error.
 template <typename acc_t>
-constexpr acc_t kMinExponent = acc_t(-126);
+constexpr acc_t kMinExponent = acc_t(std::numeric_limits<acc_t>::min_exponent - 1);
 
 // 2^x for -126 <= x <= 127: 2^x = 2^n * 2^f, n = round(x), f in [-0.5, 0.5], 2^f by a degree-5 minimax
 // polynomial (relative error 2.3e-7 in float evaluation; ATen's exp_u20 allows 20 ulp), 2^n built in the
