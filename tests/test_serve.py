@@ -4,11 +4,15 @@ and requests) posting the trainers' own payloads. Rewards equal ``EndogenousRewa
 64 concurrent one-sample requests are batched and all answered; every bad input gets its status and a message
 naming the field; the body and queue limits; a client aborting; the API key; SIGTERM under load.
 
+Every server test runs once per engine: ``--engine hf`` (the server's batcher) and ``--engine vllm`` (a vLLM
+engine batching the requests itself; skipped where vLLM is not installed, run by .ci/vllm with ``-k vllm``).
+
 Two servers start together: ``open_server`` (batching on, no key) and ``slow_server`` (the API key from the
 environment, one pair per forward, a queue a little larger than a "blocker" request: 80 pairs of ~480 tokens,
 about a second of work, behind which other requests are observably pending), stopped last by SIGTERM."""
 
 import asyncio
+import importlib.util
 import json
 import os
 import pathlib
@@ -41,19 +45,25 @@ MAX_BODY = 65536
 QUEUE_TOKENS = 40000
 BLOCKER_PAIRS = 80
 TIMEOUT = aiohttp.ClientTimeout(total=60)
+HIDDEN = 128  # heads of 32: the smallest vLLM's CPU attention takes
+ENGINES = ["hf", pytest.param("vllm", marks=pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                                                               reason="vLLM is not installed (.ci/vllm)"))]
+# per engine: its options, and its environment (vLLM: the engine core in the server's process, a small KV cache)
+ENGINE_OPTIONS = {"hf": ["--device", "cpu", "--threads", "1"], "vllm": ["--engine", "vllm", "--enforce-eager"]}
+ENGINE_ENV = {"hf": {}, "vllm": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}}
 
 
 class Server:
     """``endokernel serve`` in a subprocess, its output in a log file."""
 
-    def __init__(self, model_dir, log_path, *options, env=None):
-        self.port, self.log_path = fx.free_port(), log_path
+    def __init__(self, model_dir, log_path, engine, *options, env=None):
+        self.port, self.log_path, self.engine = fx.free_port(), log_path, engine
         self.url = f"http://127.0.0.1:{self.port}"
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "endokernel.cli", "serve", "--model", model_dir, "--dtype", "float32",
-                 "--device", "cpu", "--threads", "1", "--port", str(self.port), *options],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                 "--port", str(self.port), *ENGINE_OPTIONS[engine], *options],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENGINE_ENV[engine], **(env or {})})
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -85,18 +95,26 @@ class Server:
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     tokenizer = fx.make_chat_tokenizer()
-    fx.make_model("qwen3", len(tokenizer), max_positions=MAX_POSITIONS).save_pretrained(folder)
+    fx.make_model("qwen3", len(tokenizer), max_positions=MAX_POSITIONS, hidden=HIDDEN).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def servers(saved_model, tmp_path_factory):
+def servers(saved_model, engine, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
+    # the slow server scores one ~480-token pair per forward (hf), or takes 512 tokens per engine step (vllm)
+    step = ["--max-batch-tokens", "512"] if engine == "hf" else ["--engine-option", "max_num_batched_tokens=512"]
     started = {
-        "open": Server(saved_model, logs / "open.log", "--max-wait-ms", "50", "--max-body-bytes", str(MAX_BODY)),
-        "slow": Server(saved_model, logs / "slow.log", "--max-batch-tokens", "512", "--max-queue-tokens",
-                       str(QUEUE_TOKENS), env={"ENDOKERNEL_API_KEY": KEY}),
+        "open": Server(saved_model, logs / "open.log", engine, "--max-wait-ms", "50", "--max-body-bytes",
+                       str(MAX_BODY)),
+        "slow": Server(saved_model, logs / "slow.log", engine, *step, "--max-queue-tokens", str(QUEUE_TOKENS),
+                       env={"ENDOKERNEL_API_KEY": KEY}),
     }
     try:
         for server in started.values():  # both load at once
@@ -212,7 +230,10 @@ def test_64_concurrent_one_sample_requests_are_batched_and_equal(open_server, te
     expected = [reward_of(templated, p, r) for p, r in pairs]  # each pair alone
     assert [a["rewards"][0] for a in answers] == pytest.approx(expected, rel=1e-5)
     batches = metric(open_server, "endokernel_serve_batch_pairs_count") - batches_before
-    assert 1 <= batches < len(pairs)  # pairs of different requests shared forwards
+    if open_server.engine == "hf":
+        assert 1 <= batches < len(pairs)  # pairs of different requests shared forwards
+    else:
+        assert batches == len(pairs)  # each request handed to the engine at once (vLLM batches them)
     assert metric(open_server, "endokernel_serve_queue_tokens") == 0
 
 
@@ -513,6 +534,8 @@ def test_sigterm_answers_every_accepted_request_then_exits(slow_server, plain, b
     (["--gamma", "1.5"], "gamma must lie in (0, 1]"),
     (["--api-key", ""], "api_key must not be empty"),
     (["--threads", "0"], "--threads must be >= 1"),
+    (["--engine", "vllm", "--no-batching"], "the vllm engine batches requests itself"),
+    (["--tensor-parallel-size", "0"], "tensor_parallel_size must be a positive int"),
 ])
 def test_bad_options_fail_before_loading(argv, message, tmp_path):
     from endokernel.cli import main
@@ -526,3 +549,15 @@ def test_a_missing_model_fails_cleanly(tmp_path):
 
     with pytest.raises(SystemExit, match="cannot load"):
         main(["serve", "--model", str(tmp_path / "missing"), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "vllm", "--device", "cpu"], "device is an option of the hf engine"),
+    (["--tensor-parallel-size", "2"], "tensor_parallel_size is an option of the vllm engine"),
+    (["--engine-option", "block_size=32"], "engine_options is an option of the vllm engine"),
+])
+def test_options_of_the_other_engine_fail_cleanly(argv, message, saved_model):
+    from endokernel.cli import main
+
+    with pytest.raises(SystemExit, match=f"cannot load .*{message}"):
+        main(["serve", "--model", saved_model, *argv])

@@ -124,6 +124,32 @@ def _score_e2e(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _engine_e2e(document: dict) -> str:
+    methods = document["settings"]["methods"]
+    others = [m for m in methods if m != "hf"]
+    lines = [environment_line(document["environment"]) + f", vLLM {document['environment'].get('vllm', '?')}", "",
+             f"{document['data']}; {document['tokenizer']}; random weights in the shape of real models; the methods "
+             f"alternate every {document['settings']['chunk_examples']} example(s), each in the run's dtype; "
+             "vLLM's engines in the same process; seconds summed over the chunks (start-up and warm-up apart)", "",
+             "| shape | dtype | tokens | " + " | ".join(f"{m} s (tokens/s)" for m in methods)
+             + " | " + " | ".join(f"{m} vs hf" for m in others)
+             + " | " + " | ".join(f"{m}: max rel. diff" for m in others)
+             + " | peak extra MiB (" + " / ".join(methods) + ") | start-up s (" + " / ".join(methods)
+             + ") | pairs scored again | load average |",
+             "|---|---|" + "---:|" * (1 + len(methods) + 2 * len(others) + 4)]
+    for run in document["runs"]:
+        cells = [run["shape"], run["dtype"], str(run["tokens"]),
+                 *[f"{run['seconds'][m]:.1f} ({run['tokens_per_second'][m]:.0f})" for m in methods],
+                 *[f"{run['speedup_over_hf'][m]:.2f}x" for m in others],
+                 *[f"{run['max_relative_difference'][m]:.1e}" for m in others],
+                 " / ".join(f"{run['peak_extra_bytes'][m] / 2**20:.0f}" for m in methods),
+                 " / ".join(f"{run['startup_seconds'][m]:.0f}" for m in methods),
+                 " / ".join(str(n) for n in run["rescored_after_cache_hits"].values()) or "-",
+                 f"{run['load_average']['before'][0]:.1f} to {run['load_average']['after'][0]:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _floor(run: dict, method: str) -> str:
     floor = run.get("matmul_floor_speedup", {}).get(method)
     return "" if floor is None else f"; floor {floor:.2f}x"
@@ -136,6 +162,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "distributed": _distributed,
     "serve-throughput": _serve_throughput,
     "score-e2e": _score_e2e,
+    "engine-e2e": _engine_e2e,
 }
 
 

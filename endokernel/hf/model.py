@@ -16,7 +16,6 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .._core.types import accumulation_dtype
-from .._core.validate import check_gamma_beta, positive_float
 from ..api import fused_endogenous_reward
 from ..distributed import data_parallel as dp
 from .batching import length_buckets, pad_right, prompt_groups
@@ -32,10 +31,10 @@ from .modeling import (
     repeated,
 )
 from .prefix_attention import prefix_attention
+from .scorer import RewardScorer, Rows
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-Rows = list[tuple[list[int], int]]  # (prompt + response token ids, response start P) per pair
 # the responses to one prompt are batched in chunks of similar lengths: at most this share of a chunk is padding
 MAX_GROUP_PADDING = 0.25
 # padded tokens per forward on a CPU when no limit is given: forwards smaller than a GPU wants keep a layer's
@@ -43,8 +42,9 @@ MAX_GROUP_PADDING = 0.25
 CPU_MAX_TOKENS = 1536
 
 
-class EndogenousRewardModel:
-    """The endogenous reward (arXiv 2506.23235) of responses under a causal LM.
+class EndogenousRewardModel(RewardScorer):
+    """The endogenous reward (arXiv 2506.23235) of responses under a causal LM, in this process (the ``hf``
+    engine; ``endokernel.vllm.VLLMRewardModel`` is the same interface on a vLLM engine).
 
     Args:
         model: a ``transformers`` causal LM (put in eval mode here); its config gives ``vocab_size`` (terminal
@@ -66,23 +66,20 @@ class EndogenousRewardModel:
             values up to rounding. False keeps every module's own forward.
     """
 
+    engine = "hf"
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, alpha: float = 1.0, *,
                  chat_template: bool = False, score_overlong: bool = False, backend: str = "auto",
                  share_prompts: bool = True, fused_body: bool = True) -> None:
-        if chat_template and not getattr(tokenizer, "chat_template", None):
-            raise ValueError("chat_template=True, but the tokenizer has no chat template")
+        super().__init__(tokenizer, alpha, chat_template=chat_template, score_overlong=score_overlong,
+                         max_positions=max_positions(model))
         for name, value in (("share_prompts", share_prompts), ("fused_body", fused_body)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r}")
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.alpha = positive_float("alpha", alpha)
-        self.chat_template = bool(chat_template)
-        self.score_overlong = bool(score_overlong)
         self.backend = backend
         self.share_prompts = share_prompts and can_share_prompts(model)
         self.fused_body = fused_body
-        self.max_positions = max_positions(model)
         self._decoder = decoder_body(model)
         output_head(model)  # fail here for a model without an LM head; it is read again per call (model.to)
 
@@ -109,14 +106,8 @@ class EndogenousRewardModel:
     def device(self) -> torch.device:
         return self.model.device
 
-    def calculate_reward(self, prompt: str, response: str, gamma: float = 0.95, beta: float = 0.0) -> float:
-        """The reward of one response, as the original script computes it: 0.0 for an empty response,
-        ``float("-inf")`` for a sequence longer than ``max_position_embeddings`` (unless ``score_overlong``)."""
-        for name, value in (("prompt", prompt), ("response", response)):
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-        rewards = self._score_rows(self.encode([prompt], [response]), *check_gamma_beta(gamma, beta))[0]
-        return float(rewards[0])
+    def describe(self) -> str:
+        return f"{self.device} ({str(self.model.dtype).removeprefix('torch.')})"
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], *, gamma: float = 0.95, beta: float = 0.0,
               batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
@@ -139,81 +130,34 @@ class EndogenousRewardModel:
             list of N 1-D tensors, one reward per response token (empty for an empty response, NaN for a
             sequence left unscored as too long).
         """
-        return self.score_encoded(self.encode(prompts, responses), gamma=gamma, beta=beta, batch_size=batch_size,
-                                  max_tokens=max_tokens, return_per_token=return_per_token, progress=progress,
-                                  data_parallel=data_parallel)
+        return super().score(prompts, responses, gamma=gamma, beta=beta, batch_size=batch_size,
+                             max_tokens=max_tokens, return_per_token=return_per_token, progress=progress,
+                             data_parallel=data_parallel)
 
-    def score_encoded(self, rows: Sequence[tuple[Sequence[int], int]], *, gamma: float = 0.95, beta: float = 0.0,
-                      batch_size: int | None = None, max_tokens: int | None = None, return_per_token: bool = False,
-                      progress: bool | None = None, data_parallel: bool | ProcessGroup = False,
-                      ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """``score`` of sequences already tokenized: (token ids, response start P) per sequence, as ``encode``
-        returns them, or built otherwise (a chat-template rendering, a whole text scored from its second token).
-        Each start must lie in [1, len(ids)]; ``len(ids) == P`` is an empty response (0.0)."""
-        if not isinstance(return_per_token, bool):
-            raise TypeError(f"return_per_token must be a bool, got {return_per_token!r}")
-        rows, (gamma, beta) = _rows(rows), check_gamma_beta(gamma, beta)
-        if data_parallel is False:
-            rewards, per_token = self._score_rows(rows, gamma, beta, batch_size=batch_size, max_tokens=max_tokens,
-                                                  progress=progress)
-        else:
-            group = dp.process_group(data_parallel)
-            first = dist.get_rank(group) == 0
+    def _score_data_parallel(self, rows: Rows, gamma: float, beta: float, *, batch_size: int | None,
+                             max_tokens: int | None, progress: bool | None,
+                             data_parallel: bool | ProcessGroup) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        group = dp.process_group(data_parallel)
+        first = dist.get_rank(group) == 0
 
-            def score_share(index: list[int]) -> list[tuple[float, torch.Tensor]]:
-                share = self._score_rows([rows[i] for i in index], gamma, beta, batch_size=batch_size,
-                                         max_tokens=max_tokens, progress=progress if first else False)
-                return list(zip(share[0].tolist(), share[1]))
+        def score_share(index: list[int]) -> list[tuple[float, torch.Tensor]]:
+            share = self._score_all([rows[i] for i in index], gamma, beta, batch_size=batch_size,
+                                    max_tokens=max_tokens, progress=progress if first else False)
+            return list(zip(share[0].tolist(), share[1]))
 
-            inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
-            results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
-            dtype = accumulation_dtype(output_head(self.model).weight.dtype)
-            rewards = torch.tensor([reward for reward, _ in results], dtype=dtype)
-            per_token = [tokens for _, tokens in results]
-        return (rewards, per_token) if return_per_token else rewards
+        inputs = hashlib.sha256(repr((rows, gamma, beta, batch_size, max_tokens)).encode()).hexdigest()
+        results = dp.map_sharded(score_share, [len(ids) for ids, _ in rows], inputs, group)
+        rewards = torch.tensor([reward for reward, _ in results], dtype=self._out_dtype())
+        return rewards, [tokens for _, tokens in results]
 
-    def overlong(self, length: int) -> str | None:
-        """Why a sequence of ``length`` tokens does not fit the model's positions, or None where it does."""
-        if self.max_positions is None or length <= self.max_positions:
-            return None
-        return f"{length} tokens, more than the model's {self.max_positions} positions (max_position_embeddings)"
+    def _out_dtype(self) -> torch.dtype:
+        return accumulation_dtype(output_head(self.model).weight.dtype)
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Rows:
-        """Each pair's token ids (prompt with special tokens, then response without) and response start."""
-        prompts, responses = _strings("prompts", prompts), _strings("responses", responses)
-        if len(prompts) != len(responses):
-            raise ValueError(
-                f"prompts and responses must have the same length, got {len(prompts)} and {len(responses)}")
-        if not prompts:
-            return []
-        if self.chat_template:
-            texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                        add_generation_prompt=True) for p in prompts]
-            prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        else:
-            prompt_ids = self.tokenizer(prompts)["input_ids"]
-        response_ids = self.tokenizer(responses, add_special_tokens=False)["input_ids"]
-        for i, ids in enumerate(prompt_ids):
-            if not ids:  # the first response token would have no position to be predicted from
-                raise ValueError(f"prompts[{i}] gives no tokens; the reward needs at least one prompt token")
-        return [(list(p) + list(r), len(p)) for p, r in zip(prompt_ids, response_ids)]
-
-    def _score_rows(self, rows: Rows, gamma: float, beta: float, *, batch_size: int | None = None,
-                    max_tokens: int | None = None,
-                    progress: bool | None = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _score_todo(self, rows: Rows, todo: list[int], rewards: torch.Tensor, per_token: list[torch.Tensor],
+                    gamma: float, beta: float, *, batch_size: int | None, max_tokens: int | None,
+                    progress: bool | None) -> None:
         head = output_head(self.model)
-        out_dtype = accumulation_dtype(head.weight.dtype)
-        rewards = torch.zeros(len(rows), dtype=out_dtype)
-        per_token = [torch.zeros(len(ids) - start, dtype=out_dtype) for ids, start in rows]
-        todo = []
-        for i, (ids, start) in enumerate(rows):
-            if len(ids) == start:
-                continue  # empty response: 0.0, as in the original script
-            if not self.score_overlong and self.overlong(len(ids)):
-                rewards[i] = float("-inf")
-                per_token[i].fill_(float("nan"))
-                continue
-            todo.append(i)
+        out_dtype = rewards.dtype
         if batch_size is None and max_tokens is None and self.device.type == "cpu":
             max_tokens = CPU_MAX_TOKENS
         groups, alone = prompt_groups(rows, todo) if self.share_prompts else ([], todo)
@@ -246,7 +190,6 @@ class EndogenousRewardModel:
                     keep(index, *self._score_responses(cache, last, ids[start - 1],
                                                        [rows[i][0][start:] for i in index], head, gamma, beta),
                          [1] * len(index))
-        return rewards, per_token
 
     @torch.no_grad()  # scoring only: no autograd graph through the (differentiable) kernel
     def _score_batch(self, rows: Rows, head: OutputHead, gamma: float,
@@ -280,29 +223,4 @@ class EndogenousRewardModel:
             bias=head.bias, logit_scale=head.logit_scale, softcap=head.softcap, return_per_token=True,
             backend=self.backend,
         )
-
-
-def _strings(name: str, values: object) -> list[str]:
-    if isinstance(values, str) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(values).__name__}")
-    for i, value in enumerate(values):
-        if not isinstance(value, str):
-            raise TypeError(f"{name}[{i}] must be a str, got {type(value).__name__}")
-    return list(values)
-
-
-def _rows(rows: object) -> Rows:
-    """Checked (ids, start) rows: the kernel checks them too, but empty responses never reach it."""
-    if not isinstance(rows, Sequence):
-        raise TypeError(f"rows must be a list of (token ids, response start) pairs, got {type(rows).__name__}")
-    checked = []
-    for i, row in enumerate(rows):
-        if not (isinstance(row, Sequence) and len(row) == 2 and isinstance(row[0], Sequence)
-                and isinstance(row[1], int) and not isinstance(row[1], bool)):
-            raise TypeError(f"rows[{i}] must be a (token ids, response start) pair, got {row!r:.80}")
-        ids, start = row
-        if not 1 <= start <= len(ids):
-            raise ValueError(f"rows[{i}]: response start {start} must lie in [1, {len(ids)}] (the number of ids)")
-        checked.append((list(ids), start))
-    return checked
 

@@ -16,19 +16,20 @@ from tqdm import tqdm
 
 from ..distributed.launch import on_first_rank, torchrun_group
 from .accuracy import rmbench_accuracy
-from .cli_options import add_reward_options
+from .cli_options import add_reward_options, engine_options
+from .engines import load_scorer
 from .rmbench_data import Example, load_examples
 from .score_log import ScoreLog
 
 if TYPE_CHECKING:
-    from .model import EndogenousRewardModel
+    from .scorer import RewardScorer
 
 
 def scores_path(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(out.stem + ".scores.jsonl")
 
 
-def evaluate(model: EndogenousRewardModel, examples: list[Example], log: ScoreLog | None, *, gamma: float,
+def evaluate(model: RewardScorer, examples: list[Example], log: ScoreLog | None, *, gamma: float,
              beta: float, batch_size: int | None, max_tokens: int | None, save_every: int,
              data_parallel: dist.ProcessGroup | None = None) -> None:
     """Score ``examples`` (3 chosen and 3 rejected responses each) ``save_every`` examples at a time,
@@ -84,8 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from .model import EndogenousRewardModel  # transformers loads only when this command runs
-
     if args.save_every < 1:
         raise SystemExit("endokernel rmbench: --save-every must be >= 1")
     out = pathlib.Path(args.out)
@@ -106,12 +105,16 @@ def run(args: argparse.Namespace) -> None:
                 if first:
                     print(f"scoring {len(todo)} of {len(examples)} examples "
                           f"({len(examples) - len(todo)} already in {log.path})")
-                model = EndogenousRewardModel.from_pretrained(
-                    args.model, dtype=args.dtype, device=device, alpha=args.alpha,
-                    chat_template=args.chat_template, score_overlong=args.score_overlong)
-                evaluate(model, todo, log if first else None, gamma=args.gamma, beta=args.beta,
-                         batch_size=args.batch_size, max_tokens=args.max_tokens, save_every=args.save_every,
-                         data_parallel=group)
+                if group is not None and args.engine != "hf":
+                    raise ValueError("--engine vllm runs one engine: launch it without torchrun "
+                                     "(--tensor-parallel-size splits the model)")
+                with load_scorer(args.engine, args.model, dtype=args.dtype,
+                                 device=device if args.engine == "hf" else args.device, alpha=args.alpha,
+                                 chat_template=args.chat_template, score_overlong=args.score_overlong,
+                                 **engine_options(args)) as model:
+                    evaluate(model, todo, log if first else None, gamma=args.gamma, beta=args.beta,
+                             batch_size=args.batch_size, max_tokens=args.max_tokens, save_every=args.save_every,
+                             data_parallel=group)
         except ValueError as error:
             raise SystemExit(f"endokernel rmbench: {error}") from error
     if not first:

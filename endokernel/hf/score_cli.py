@@ -18,14 +18,15 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..distributed.launch import on_first_rank, torchrun_group
-from .cli_options import add_reward_options
+from .cli_options import add_reward_options, engine_options
 from .conversation import check_pair, encode_pairs
+from .engines import load_scorer
 from .records import read_records
 from .score_log import ScoreLog
 
 if TYPE_CHECKING:
     from .conversation import Text
-    from .model import EndogenousRewardModel
+    from .scorer import RewardScorer
 
 Pair = tuple["Text", "Text"]
 
@@ -56,7 +57,7 @@ def load_pairs(path: pathlib.Path, prompt_field: str, response_field: str) -> tu
     return records, pairs
 
 
-def score_records(model: EndogenousRewardModel, rows: list[tuple[list[int], int] | str], *, gamma: float,
+def score_records(model: RewardScorer, rows: list[tuple[list[int], int] | str], *, gamma: float,
                   beta: float, batch_size: int | None, max_tokens: int | None, per_token: bool,
                   data_parallel: dist.ProcessGroup | None = None) -> list[dict]:
     """One result per row: ``{"reward"[, "per_token"]}``, or ``{"reward": None, "error"}`` for a row that is an
@@ -78,7 +79,7 @@ def score_records(model: EndogenousRewardModel, rows: list[tuple[list[int], int]
     return results
 
 
-def encode_or_errors(model: EndogenousRewardModel, pairs: list[Pair]) -> list[tuple[list[int], int] | str]:
+def encode_or_errors(model: RewardScorer, pairs: list[Pair]) -> list[tuple[list[int], int] | str]:
     """``encode_pairs`` of a group of pairs; where it fails (a prompt without tokens), pair by pair, each
     failing pair becoming its error message."""
     try:
@@ -93,7 +94,7 @@ def encode_or_errors(model: EndogenousRewardModel, pairs: list[Pair]) -> list[tu
         return rows
 
 
-def encode_text(model: EndogenousRewardModel, text: str) -> tuple[list[int], int] | str:
+def encode_text(model: RewardScorer, text: str) -> tuple[list[int], int] | str:
     """A whole text as one sequence: tokenized with special tokens, every token after the first scored."""
     ids = model.tokenizer(text)["input_ids"]
     return (list(ids), 1) if ids else "not scored: the text gives no tokens"
@@ -126,7 +127,7 @@ def read_inputs(args: argparse.Namespace, source: pathlib.Path) -> tuple[list[di
     return load_pairs(source, args.prompt_field, args.response_field)
 
 
-def evaluate(model: EndogenousRewardModel, items: list[Pair] | list[str], todo: list[int], log: ScoreLog | None,
+def evaluate(model: RewardScorer, items: list[Pair] | list[str], todo: list[int], log: ScoreLog | None,
              args: argparse.Namespace, data_parallel: dist.ProcessGroup | None) -> None:
     """Score the items at ``todo`` ``--save-every`` at a time, appending each group's results to ``log``. With
     ``data_parallel``, every rank of that group runs this and shares the scoring; only the rank given a
@@ -148,8 +149,6 @@ def evaluate(model: EndogenousRewardModel, items: list[Pair] | list[str], todo: 
 
 
 def run(args: argparse.Namespace) -> None:
-    from .model import EndogenousRewardModel  # transformers loads only when this command runs
-
     if args.save_every < 1:
         raise SystemExit("endokernel score: --save-every must be >= 1")
     out = pathlib.Path(args.out)
@@ -174,13 +173,17 @@ def run(args: argparse.Namespace) -> None:
                 if first:
                     print(f"scoring {len(todo)} of {len(records)} records "
                           f"({len(records) - len(todo)} already in {progress_path(out)})")
-                model = EndogenousRewardModel.from_pretrained(args.model, dtype=args.dtype, device=device,
-                                                              alpha=args.alpha, chat_template=args.chat_template)
-                if not args.text and not model.tokenizer.chat_template and any(
-                        not isinstance(prompt, str) for prompt, _ in items):
-                    raise ValueError(f"{source} holds chat messages, but the tokenizer of {args.model} has no chat "
-                                     "template to render them")
-                evaluate(model, items, todo, log if first else None, args, group)
+                if group is not None and args.engine != "hf":
+                    raise ValueError("--engine vllm runs one engine: launch it without torchrun "
+                                     "(--tensor-parallel-size splits the model)")
+                with load_scorer(args.engine, args.model, dtype=args.dtype,
+                                 device=device if args.engine == "hf" else args.device, alpha=args.alpha,
+                                 chat_template=args.chat_template, **engine_options(args)) as model:
+                    if not args.text and not model.tokenizer.chat_template and any(
+                            not isinstance(prompt, str) for prompt, _ in items):
+                        raise ValueError(f"{source} holds chat messages, but the tokenizer of {args.model} has no "
+                                         "chat template to render them")
+                    evaluate(model, items, todo, log if first else None, args, group)
         except ValueError as error:
             raise SystemExit(f"endokernel score: {error}") from error
     if not first:

@@ -27,17 +27,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from . import protocols
 from .batcher import Batcher, QueueFull, Scored, TooLarge
 from .encoding import BadRequest, PairEncoder
+from .engine_queue import EngineQueue
 from .metrics import Metrics
 from .middleware import ApiKey, Observe
 from .schemas import OpenRLHFRequest, ScoreRequest, SlimeRequest
 from .settings import ServerSettings
 
 if TYPE_CHECKING:
-    from ..hf.model import EndogenousRewardModel, Rows
+    from ..hf.scorer import RewardScorer, Rows
 
 SCORING = ("/get_reward", "/reward", "/score")  # the endpoints behind the API key
 RETRY_AFTER_S = "1"
@@ -46,33 +48,51 @@ WARM_UP = ("Hello", " world")
 log = logging.getLogger(__name__)
 
 
-def load_model(settings: ServerSettings) -> EndogenousRewardModel:
-    from ..hf.model import EndogenousRewardModel  # transformers loads only when a server starts
+def load_model(settings: ServerSettings) -> RewardScorer:
+    from ..hf.engines import load_scorer  # transformers (and vLLM) load only when a server starts
 
-    return EndogenousRewardModel.from_pretrained(settings.model, dtype=settings.dtype, device=settings.device,
-                                                 alpha=settings.alpha, chat_template=settings.chat_template)
+    return load_scorer(settings.engine, settings.model, dtype=settings.dtype, device=settings.device,
+                       alpha=settings.alpha, chat_template=settings.chat_template,
+                       tensor_parallel_size=settings.tensor_parallel_size, max_model_len=settings.max_model_len,
+                       enforce_eager=settings.enforce_eager, engine_options=settings.engine_options)
 
 
-def score_rows(model: EndogenousRewardModel, settings: ServerSettings, rows: Rows) -> list[Scored]:
+def score_rows(model: RewardScorer, settings: ServerSettings, rows: Rows) -> list[Scored]:
     """One batch through ``score_encoded`` (in the batcher's worker thread), as plain floats."""
     rewards, per_token = model.score_encoded(rows, gamma=settings.gamma, beta=settings.beta,
                                              max_tokens=settings.max_batch_tokens, return_per_token=True,
                                              progress=False)
+    return _plain(rewards, per_token)
+
+
+async def score_rows_async(model: RewardScorer, settings: ServerSettings, rows: Rows) -> list[Scored]:
+    """A request's rows through an engine that batches itself (``score_encoded_async``), as plain floats."""
+    rewards, per_token = await model.score_encoded_async(rows, gamma=settings.gamma, beta=settings.beta)
+    return _plain(rewards, per_token)
+
+
+def _plain(rewards, per_token) -> list[Scored]:
     return [(reward, tokens.tolist()) for reward, tokens in zip(rewards.tolist(), per_token)]
 
 
 class Service:
     """The model behind the endpoints: its encoder in a thread of its own (tokenizers are not thread-safe) and
-    the batcher. Built, started and closed on the server's event loop."""
+    the batcher (or, for an engine that batches itself, the queue that hands it each request). Built, started
+    and closed on the server's event loop."""
 
-    def __init__(self, model: EndogenousRewardModel, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(self, model: RewardScorer, settings: ServerSettings, metrics: Metrics) -> None:
         self.model = model
         self.encoder = PairEncoder(model)
         self._encoding = ThreadPoolExecutor(1, thread_name_prefix="endokernel-encode")
-        self.batcher = Batcher(lambda rows: score_rows(model, settings, rows),
-                               max_batch_tokens=settings.max_batch_tokens, max_wait_s=settings.max_wait_ms / 1000,
-                               max_queue_tokens=settings.max_queue_tokens, across_requests=settings.batching,
-                               metrics=metrics)
+        self.batcher: Batcher | EngineQueue
+        if model.batches_itself:
+            self.batcher = EngineQueue(lambda rows: score_rows_async(model, settings, rows),
+                                       max_queue_tokens=settings.max_queue_tokens, metrics=metrics)
+        else:
+            self.batcher = Batcher(lambda rows: score_rows(model, settings, rows),
+                                   max_batch_tokens=settings.max_batch_tokens,
+                                   max_wait_s=settings.max_wait_ms / 1000, max_queue_tokens=settings.max_queue_tokens,
+                                   across_requests=settings.batching, metrics=metrics)
 
     async def start(self) -> None:
         """Start the batcher and run one pair through the whole path (the first forward is the slowest)."""
@@ -92,9 +112,10 @@ class Service:
         return await self.batcher.submit(rows)
 
 
-def create_app(settings: ServerSettings, model: EndogenousRewardModel | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, model: RewardScorer | None = None) -> FastAPI:
     """The reward server's app. ``model``: already loaded (the CLI loads it first, to fail before binding a
-    port); None loads it from ``settings`` when the app starts (a Ray Serve replica)."""
+    port); None loads it from ``settings`` when the app starts (a Ray Serve replica). The app closes the model
+    (a vLLM engine shuts down) when it stops."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
@@ -104,15 +125,20 @@ def create_app(settings: ServerSettings, model: EndogenousRewardModel | None = N
         await service.start()
         app.state.service = service
         metrics.ready.set(1)
-        log.info("ready: %s on %s (%s), batching %s", settings.model, loaded.device,
-                 str(loaded.model.dtype).removeprefix("torch."), "on" if settings.batching else "off")
+        log.info("ready: %s on %s, %s", settings.model, loaded.describe(),
+                 "the engine batches" if loaded.batches_itself else
+                 f"batching {'on' if settings.batching else 'off'}")
         try:
             yield
         finally:
             metrics.ready.set(0)
             await service.close()  # uvicorn gets here once every accepted request was answered
+            await asyncio.to_thread(loaded.close)
 
-    app = FastAPI(title="endokernel reward server", lifespan=lifespan, max_body_size=settings.max_body_bytes)
+    app = FastAPI(title="endokernel reward server", lifespan=lifespan)
+    # Starlette's limit (413 before a declared-too-large body is read), as FastAPI's own max_body_size, which
+    # the FastAPI versions vLLM pins do not have
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKey, api_key=settings.api_key, protected=SCORING)
     app.add_middleware(Observe, metrics=metrics)  # outermost: counts refused requests too

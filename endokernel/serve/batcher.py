@@ -39,6 +39,22 @@ class TooLarge(ValueError):
     """A request holding more tokens than ``max_queue_tokens``: it can never be accepted (HTTP 413)."""
 
 
+def admit(rows: Rows, *, pending_tokens: int, max_queue_tokens: int, closing: bool) -> int:
+    """The tokens of a request that may be accepted now; TooLarge if it never fits ``max_queue_tokens``,
+    QueueFull if it does not fit beside the ``pending_tokens`` or the server is closing (another server may
+    take it)."""
+    if closing:
+        raise QueueFull("the server is shutting down")
+    tokens = sum(len(ids) for ids, _ in rows)
+    if tokens > max_queue_tokens:
+        raise TooLarge(f"the request holds {tokens} tokens, more than the server's --max-queue-tokens "
+                       f"{max_queue_tokens}; split it")
+    if pending_tokens + tokens > max_queue_tokens:
+        raise QueueFull(f"{pending_tokens} tokens pending; this request's {tokens} would pass "
+                        f"--max-queue-tokens {max_queue_tokens}")
+    return tokens
+
+
 @dataclasses.dataclass(eq=False)
 class _Request:
     rows: Rows
@@ -112,15 +128,8 @@ class Batcher:
     async def submit(self, rows: Rows) -> list[Scored]:
         """The scores of ``rows``, in order, once all are scored. Raises TooLarge or QueueFull at once when the
         request does not fit, or once closing (QueueFull too: another server may take it)."""
-        if self._closing:
-            raise QueueFull("the server is shutting down")
-        tokens = sum(len(ids) for ids, _ in rows)
-        if tokens > self.max_queue_tokens:
-            raise TooLarge(f"the request holds {tokens} tokens, more than the server's --max-queue-tokens "
-                           f"{self.max_queue_tokens}; split it")
-        if self.pending_tokens + tokens > self.max_queue_tokens:
-            raise QueueFull(f"{self.pending_tokens} tokens pending; this request's {tokens} would pass "
-                            f"--max-queue-tokens {self.max_queue_tokens}")
+        tokens = admit(rows, pending_tokens=self.pending_tokens, max_queue_tokens=self.max_queue_tokens,
+                       closing=self._closing)
         if not rows:
             return []
         loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ import sys
 
 import torch
 
+from ..hf.cli_options import add_engine_options, engine_options
 from .settings import API_KEY_ENV, DTYPES, ServerSettings
 
 
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="model dtype (default: the checkpoint's)")
-    parser.add_argument("--device", default=None, help="e.g. cuda:1 or cpu (default: cuda when available, else cpu)")
+    parser.add_argument("--device", default=None,
+                        help="e.g. cuda:1 or cpu (default: cuda when available, else cpu; --engine hf)")
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="temperature (default 1.0)")
     parser.add_argument("--gamma", type=float, default=defaults.gamma, help="discount (default 0.95)")
     parser.add_argument("--beta", type=float, default=defaults.beta, help="floor of the discount weights (default 0)")
@@ -48,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Fewer than the cores free when other processes share them: busy threads wait on "
                              "each other's time slices")
     parser.add_argument("--no-batching", dest="batching", action="store_false",
-                        help="score one request per forward, as OpenRLHF's serve_rm.py does (a baseline)")
+                        help="score one request per forward, as OpenRLHF's serve_rm.py does (a baseline; "
+                             "--engine hf)")
+    add_engine_options(parser)
     parser.add_argument("--access-log", action="store_true", help="log each request's method, path and status")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
             model=args.model, dtype=args.dtype, device=args.device, alpha=args.alpha, gamma=args.gamma,
             beta=args.beta, chat_template=args.chat_template, max_batch_tokens=args.max_batch_tokens,
             max_wait_ms=args.max_wait_ms, max_queue_tokens=args.max_queue_tokens,
-            max_body_bytes=args.max_body_bytes, api_key=args.api_key, batching=args.batching)
+            max_body_bytes=args.max_body_bytes, api_key=args.api_key, batching=args.batching, engine=args.engine,
+            **engine_options(args))
     except ValueError as error:
         raise SystemExit(f"endokernel serve: {error}") from None
     if args.threads is not None:

@@ -66,7 +66,7 @@ def _parse(name: str, kind: str, value: str) -> object:
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{name} must be true or false, got {value!r}")
         return value.lower() in ("true", "1")
-    if kind == "int":
+    if kind in ("int", "int | None"):
         return int(value)
     if kind == "float":
         return float(value)

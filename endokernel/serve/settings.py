@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from .._core.validate import check_gamma_beta, positive_float
+from ..hf.engines import ENGINES
 
 API_KEY_ENV = "ENDOKERNEL_API_KEY"  # read when no --api-key is given: a key on the command line shows in `ps`
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -29,6 +30,11 @@ class ServerSettings:
         api_key: required on the scoring endpoints when set (compared in constant time).
         batching: batch pairs across requests; False scores one request per forward call, as OpenRLHF's
             ``serve_rm.py`` does (the benchmark's baseline).
+        engine: 'hf' (transformers in the server's process, batched by the server's batcher) or 'vllm' (a vLLM
+            engine, which batches the requests itself: ``max_batch_tokens``, ``max_wait_ms`` and ``batching`` do
+            not apply; ``device`` is vLLM's).
+        tensor_parallel_size, max_model_len, enforce_eager, engine_options: the vllm engine's
+            (``VLLMRewardModel``).
     """
 
     model: str
@@ -44,6 +50,11 @@ class ServerSettings:
     max_body_bytes: int = 16 * 2**20
     api_key: str | None = None
     batching: bool = True
+    engine: str = "hf"
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    enforce_eager: bool = False
+    engine_options: dict | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -61,6 +72,14 @@ class ServerSettings:
         if self.max_queue_tokens < self.max_batch_tokens:
             raise ValueError(f"max_queue_tokens ({self.max_queue_tokens}) must be at least max_batch_tokens "
                              f"({self.max_batch_tokens}): the queue must hold a full batch")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        for name in ("tensor_parallel_size", "max_model_len"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.engine == "vllm" and not self.batching:
+            raise ValueError("batching=False is the hf engine's baseline: the vllm engine batches requests itself")
         if self.api_key is not None and not self.api_key:
             raise ValueError("api_key must not be empty (leave it unset to serve without a key)")
 

@@ -1,0 +1,163 @@
+"""``--engine vllm`` against ``--engine hf`` on RM-Bench chat, end to end on a CPU: the same random-weight models in
+the shape of real ones (``score_e2e.SHAPES``, nothing downloaded), saved to a folder for vLLM to load, scored by
+``EndogenousRewardModel.score`` and by ``VLLMRewardModel.score`` in eager mode and with vLLM's torch.compile, and
+with torch.compile but without reading the prefix cache (``vllm-unshared``: what prefix caching adds).
+
+    python -m endokernel.bench.engine_e2e [--examples 4] [--shapes gemma3-270m,qwen3-0.6b]
+        [--dtypes float32,bfloat16] [--methods hf,vllm-eager,vllm-compiled,vllm-unshared] [--chunk 1]
+    python -m endokernel.bench.engine_e2e --table bench/results/<file>.json
+
+Every method scores the same pairs in one process; they alternate chunk by chunk (``--chunk`` examples, 6
+responses each; the first method of each chunk rotates), so that other work on a shared machine slows them alike.
+The vLLM engines run in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): an idle engine then waits on a lock
+instead of polling in a process of its own, and one process's resident memory holds every method's peak. Per
+method: seconds (sum over chunks), tokens per second, the largest peak extra resident memory of a chunk, the
+largest reward difference from the hf engine (relative), the pairs scored again after a cache hit past their
+prompt, and the start-up seconds apart (engine and compile); a warm-up on the example after the timed ones runs
+first (so that no timed pair is in a prefix cache before its turn). Each engine has a KV cache of 1 GiB. JSON goes
+to bench/results/<device>-<date>-engine-e2e.json (``"kind": "engine-e2e"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import torch
+
+from .._core.memory import measure
+from .environment import describe, slug
+from .score_e2e import DATA, ROOT, SHAPES, TOKENIZER_VOCAB, relative_difference
+from .tables import markdown
+
+METHODS = ("hf", "vllm-eager", "vllm-compiled", "vllm-unshared")
+KV_CACHE_BYTES = 2**30
+MAX_MODEL_LEN = 4096  # above every RM-Bench chat pair; the KV cache need not hold a 32k-40k sequence
+
+
+def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], warmup_example: dict, tokenizer,
+              methods: list[str], chunk: int) -> dict:
+    """Every method on every example's six responses, alternating chunk by chunk."""
+    from ..hf.model import EndogenousRewardModel
+    from ..hf.tiny import random_model
+    from ..vllm import VLLMRewardModel
+
+    config = SHAPES[shape]()
+    model = random_model(config, dtype=dtype)
+    folder = tempfile.mkdtemp(prefix=f"endokernel-{shape}-")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    name = str(dtype).removeprefix("torch.")
+    startup, scorers = {}, {}
+    for method in methods:
+        begin = time.perf_counter()
+        if method == "hf":
+            scorers[method] = EndogenousRewardModel(model, tokenizer)
+        else:
+            scorers[method] = VLLMRewardModel(folder, dtype=name, enforce_eager=method == "vllm-eager",
+                                              prefix_caching=method != "vllm-unshared", max_model_len=MAX_MODEL_LEN,
+                                              engine_options={"kv_cache_memory_bytes": KV_CACHE_BYTES})
+        startup[method] = time.perf_counter() - begin
+    pairs = [(ex["prompt"], response) for ex in examples for response in ex["chosen"] + ex["rejected"]]
+    encoded = scorers["hf"].encode([p for p, _ in pairs], [r for _, r in pairs]) if "hf" in scorers else []
+
+    def call(method: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
+        score = scorers[method].score
+        return measure(lambda: [float(x) for x in score([p for p, _ in part], [r for _, r in part])],
+                       torch.device("cpu"))
+
+    warm = [(warmup_example["prompt"], r) for r in warmup_example["chosen"] + warmup_example["rejected"]]
+    warmup = {}
+    for method in methods:  # one-time costs (first shapes, compiled graphs) out of the timed chunks
+        warmup[method] = call(method, warm)[1]
+    seconds = dict.fromkeys(methods, 0.0)
+    peak = dict.fromkeys(methods, 0)
+    rewards: dict[str, list[float]] = {m: [] for m in methods}
+    load_before = os.getloadavg()
+    for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
+        part = pairs[first : first + 6 * chunk]
+        for k in range(len(methods)):
+            method = methods[(i + k) % len(methods)]
+            result, took, extra = call(method, part)
+            rewards[method] += result
+            seconds[method] += took
+            peak[method] = max(peak[method], extra)
+        print(f"  {shape} {name}: {first + len(part)}/{len(pairs)} pairs, "
+              + ", ".join(f"{m} {seconds[m]:.1f} s" for m in methods), file=sys.stderr, flush=True)
+    rescored = {m: s.rescored for m, s in scorers.items() if hasattr(s, "rescored")}  # warm-up included
+    for scorer in scorers.values():
+        scorer.close()
+    tokens = sum(len(ids) for ids, _ in encoded)
+    return {
+        "shape": shape, "config": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str))},
+        "dtype": name, "examples": len(examples), "pairs": len(pairs), "tokens": tokens,
+        "chunk_examples": chunk, "load_average": {"before": load_before, "after": os.getloadavg()},
+        "startup_seconds": startup, "warmup_seconds": warmup, "seconds": seconds,
+        "tokens_per_second": {m: tokens / seconds[m] for m in methods},
+        "speedup_over_hf": {m: seconds["hf"] / seconds[m] for m in methods if m != "hf"},
+        "peak_extra_bytes": peak,
+        "max_relative_difference": {m: relative_difference(rewards[m], rewards["hf"]) for m in methods if m != "hf"},
+        "rescored_after_cache_hits": rescored,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=4, help="RM-Bench chat examples, 6 responses each")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
+    parser.add_argument("--chunk", type=int, default=1, help="examples per alternation (default 1)")
+    parser.add_argument("--data", default=str(DATA), help="RM-Bench chat_filtered.json")
+    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(markdown(json.loads(pathlib.Path(args.table).read_text())))
+        return
+    shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
+    methods = ["hf", *[m for m in args.methods.split(",") if m != "hf"]]
+    for option, values, known in (("--shapes", shapes, SHAPES), ("--methods", methods, METHODS),
+                                  ("--dtypes", dtypes, ("float32", "bfloat16"))):
+        if unknown := [v for v in values if v not in known]:
+            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+    if args.examples < 1 or args.chunk < 1:
+        raise SystemExit("--examples and --chunk must be >= 1")
+    if not pathlib.Path(args.data).is_file():
+        raise SystemExit(f"RM-Bench chat data not found at {args.data}")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    from ..hf.tiny import train_tokenizer
+
+    data = json.loads(pathlib.Path(args.data).read_text())
+    tokenizer = train_tokenizer([t for ex in data for t in (ex["prompt"], *ex["chosen"], *ex["rejected"])],
+                                TOKENIZER_VOCAB)
+    examples = data[: args.examples]
+    import vllm
+
+    info = {**describe(torch.device("cpu")), "vllm": vllm.__version__}
+    result = {"kind": "engine-e2e", "environment": info,
+              "data": f"rm-bench/chat_filtered.json, first {args.examples} examples x 6 responses",
+              "tokenizer": f"byte-level BPE trained on RM-Bench chat, {len(tokenizer)} tokens",
+              "settings": {"methods": methods, "chunk_examples": args.chunk, "threads": torch.get_num_threads(),
+                           "max_model_len": MAX_MODEL_LEN, "kv_cache_bytes": KV_CACHE_BYTES, "vllm_in_process": True},
+              "runs": []}
+    out = pathlib.Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{slug(info)}-engine-e2e.json"
+    for dtype in dtypes:
+        for shape in shapes:  # the file is rewritten after each run: a stopped sweep keeps what it measured
+            result["runs"].append(run_shape(shape, getattr(torch, dtype), examples, data[args.examples], tokenizer,
+                                            methods, args.chunk))
+            path.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
