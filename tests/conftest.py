@@ -6,12 +6,14 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-# tests/test_property.py: 'ci' is bounded (a few minutes in all on 2 cores), 'long' runs a campaign; both print the
+# tests/test_property.py: 'ci' is bounded (a few minutes in all on 2 cores), 'long' runs a campaign (2000 examples
+# a test, or ENDOKERNEL_HYPOTHESIS_EXAMPLES); both print the
 # blob that reproduces a failure (@reproduce_failure) and keep no deadline (a drawn problem's size varies 1000x)
 _UNBOUNDED = dict(deadline=None, print_blob=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", max_examples=40, **_UNBOUNDED)
-settings.register_profile("long", max_examples=2000, **_UNBOUNDED)
+settings.register_profile("long", max_examples=int(os.environ.get("ENDOKERNEL_HYPOTHESIS_EXAMPLES", "2000")),
+                          **_UNBOUNDED)
 settings.load_profile(os.environ.get("ENDOKERNEL_HYPOTHESIS", "ci"))
 
 

@@ -4,6 +4,9 @@ A multithreaded BLAS (MKL, oneDNN, cuBLAS) splits a product by its shape, so the
 ``h @ W.T`` can change with the number of rows beside it: a sequence's statistics would then depend on the batch
 it is scored in. Products of a fixed ``ROW_TILE`` rows (the last tile padded with zero rows) are split the same
 way whatever the batch, and a row's result is the same bits alone or in any batch (tests/test_contexts.py).
+The price, measured on an AVX2-only AMD EPYC, 2 threads, fp32 torch-backend forward (medians of 3): 1.75 s
+against 1.49 s at N = 2048, D = 2560, V = 16384 (more, smaller products), 2.7 s against 1.3 s at D = 64, where a
+product is too small to pay for its call; a short input pays for up to ROW_TILE - 1 rows of padding.
 """
 
 from __future__ import annotations
