@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from endokernel import cpp_available, token_statistics
+from endokernel.backends import cpu_choice
 from endokernel.backends import cpu_paths as paths
 from endokernel.backends.cpp import backend as cpp_backend
 
@@ -16,20 +17,20 @@ CPP_PATHS = paths.cpp_paths() if cpp_available() else []
 
 def test_tile_dtype_of_bf16_inputs_is_forced_by_context_and_environment(monkeypatch):
     hidden = torch.zeros(2, 3, dtype=torch.bfloat16)
-    monkeypatch.delenv(paths.TILE_DTYPE_VARIABLE, raising=False)
+    monkeypatch.delenv(cpu_choice.TILE_DTYPE_VARIABLE, raising=False)
     for forced in (torch.bfloat16, torch.float32):
         with paths.cpu_paths(tile_dtype=forced):
-            assert paths.tile_dtypes(hidden) == (torch.float32, forced)
+            assert cpu_choice.tile_dtypes(hidden) == (torch.float32, forced)
             # other inputs multiply in their own dtype (fp16 in fp32) whatever is forced
-            assert paths.cpu_matmul_dtype(torch.float16) == torch.float32
-            assert paths.cpu_matmul_dtype(torch.float64) == torch.float64
-    monkeypatch.setenv(paths.TILE_DTYPE_VARIABLE, "bfloat16")
-    assert paths.cpu_matmul_dtype(torch.bfloat16) == torch.bfloat16
+            assert cpu_choice.cpu_matmul_dtype(torch.float16) == torch.float32
+            assert cpu_choice.cpu_matmul_dtype(torch.float64) == torch.float64
+    monkeypatch.setenv(cpu_choice.TILE_DTYPE_VARIABLE, "bfloat16")
+    assert cpu_choice.cpu_matmul_dtype(torch.bfloat16) == torch.bfloat16
     with paths.cpu_paths(tile_dtype="float32"):  # the context wins over the environment
-        assert paths.cpu_matmul_dtype(torch.bfloat16) == torch.float32
-    monkeypatch.setenv(paths.TILE_DTYPE_VARIABLE, "int8")
-    with pytest.raises(ValueError, match=paths.TILE_DTYPE_VARIABLE):
-        paths.cpu_matmul_dtype(torch.bfloat16)
+        assert cpu_choice.cpu_matmul_dtype(torch.bfloat16) == torch.float32
+    monkeypatch.setenv(cpu_choice.TILE_DTYPE_VARIABLE, "int8")
+    with pytest.raises(ValueError, match=cpu_choice.TILE_DTYPE_VARIABLE):
+        cpu_choice.cpu_matmul_dtype(torch.bfloat16)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -47,10 +48,10 @@ def test_bad_values_name_the_argument(kwargs, match):
 def test_threads_and_forcing_are_restored_on_exit():
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError, match="inside"), paths.cpu_paths(threads=3, engine="aten"):
-        assert torch.get_num_threads() == 3 and paths.forced_engine() == "aten"
+        assert torch.get_num_threads() == 3 and cpu_choice.forced_engine() == "aten"
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before
-    assert paths.forced_engine() in ("auto", "brgemm", "aten")  # the environment's, not the block's
+    assert cpu_choice.forced_engine() in ("auto", "brgemm", "aten")  # the environment's, not the block's
 
 
 @NEEDS_CPP

@@ -83,4 +83,9 @@ def test_no_private_name_is_imported_from_another_module():
 
 @pytest.mark.parametrize("name", [n for n in MODULES if n != "endokernel.__main__"])
 def test_every_module_imports(name):
-    importlib.import_module(name)
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as error:  # endokernel.vllm's engine modules import vLLM, an optional extra
+        if error.name != "vllm" or not name.startswith("endokernel.vllm."):
+            raise
+        pytest.skip("needs vLLM: .ci/vllm imports these in its own environment")

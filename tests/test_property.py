@@ -540,6 +540,6 @@ def test_public_reward_and_logprobs(case):
 
 
 def cpu_matmul_bf16() -> bool:
-    from endokernel.backends.cpu_paths import cpu_matmul_dtype
+    from endokernel.backends.cpu_choice import cpu_matmul_dtype
 
     return cpu_matmul_dtype(torch.bfloat16) == torch.bfloat16

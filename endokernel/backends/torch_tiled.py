@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .._core.transform import LogitTransform
-from .cpu_paths import tile_dtypes
+from .cpu_choice import tile_dtypes
 from .logits_grad import logits_grad
 from .row_tiles import ROW_TILE, pad_rows
 

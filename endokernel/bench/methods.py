@@ -19,7 +19,7 @@ from .._core.transform import LogitTransform
 from ..api import token_statistics
 from ..backends import HAS_TRITON
 from ..backends.cpp.loader import cpp_available
-from ..backends.cpu_paths import cpu_matmul_dtype
+from ..backends.cpu_choice import cpu_matmul_dtype
 from .inputs import Inputs
 from .shapes import Case
 

@@ -22,7 +22,7 @@ import torch
 
 from ..._core.alloc import new_empty
 from ..._core.transform import LogitTransform
-from ..cpu_paths import forced_engine, tile_dtypes
+from ..cpu_choice import forced_engine, tile_dtypes
 from .loader import extension
 
 TOKEN_BLOCK = 2048  # hidden rows gathered and packed at once

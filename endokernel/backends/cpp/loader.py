@@ -22,7 +22,7 @@ from types import ModuleType
 
 import torch  # loads libtorch, which the extension links against, before the extension
 
-from ..cpu_paths import forced_isa
+from ..cpu_choice import forced_isa
 
 DISABLE_VARIABLE = "ENDOKERNEL_DISABLE_CPP"
 ISA_VARIABLE = "ENDOKERNEL_CPU_ISA"
