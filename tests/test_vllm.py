@@ -22,12 +22,7 @@ LONG = ("Tell me a long story.", "Once upon a time " * 80)  # over the models' 2
 @pytest.fixture(scope="module", params=vx.ARCHS)
 def engines(request, tmp_path_factory):
     """(hf scorer, vllm scorer) of one saved model; one vLLM engine at a time."""
-    folder = vx.save_model(tmp_path_factory.mktemp(request.param), request.param)
-    scorer = vx.vllm_scorer(folder)
-    try:
-        yield vx.hf_scorer(folder), scorer
-    finally:
-        scorer.close()
+    yield from vx.engines(vx.save_model(tmp_path_factory.mktemp(request.param), request.param))
 
 
 def test_the_head_is_padded_past_the_vocabulary(engines):

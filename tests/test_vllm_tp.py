@@ -10,12 +10,7 @@ import vllm_cases as vx
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    folder = vx.save_model(tmp_path_factory.mktemp("gemma2"), "gemma2")
-    scorer = vx.vllm_scorer(folder, tensor_parallel_size=2)
-    try:
-        yield vx.hf_scorer(folder), scorer
-    finally:
-        scorer.close()
+    yield from vx.engines(vx.save_model(tmp_path_factory.mktemp("gemma2"), "gemma2"), tensor_parallel_size=2)
 
 
 def test_two_ranks_equal_the_hf_engine(engines):

@@ -47,6 +47,16 @@ def hf_scorer(folder: str, **options):
     return EndogenousRewardModel.from_pretrained(folder, dtype="float32", device="cpu", **options)
 
 
+def engines(folder: str, **options):
+    """(hf scorer, vllm scorer) of one saved model, the vLLM engine closed after the caller's last use (a
+    generator for module fixtures: one vLLM engine at a time)."""
+    scorer = vllm_scorer(folder, **options)
+    try:
+        yield hf_scorer(folder), scorer
+    finally:
+        scorer.close()
+
+
 def pairs(count: int = 12) -> list[tuple[str, str]]:
     """The handwritten pairs (an empty response among them) and RM-Bench chat pairs where the data is there."""
     return list(fx.PAIRS) + (fx.sample_pairs(count, max_chars=700) if fx.has_rmbench() else [])

@@ -20,19 +20,25 @@ to bench/results/<device>-<date>-engine-e2e.json (``"kind": "engine-e2e"``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
 import torch
 
 from .._core.memory import measure
-from .environment import describe, slug
-from .score_e2e import DATA, ROOT, SHAPES, TOKENIZER_VOCAB, relative_difference
+from .environment import describe
+from .score_e2e import (
+    SHAPES,
+    alternate,
+    relative_difference,
+    result_path,
+    rmbench_choices,
+    rmbench_parser,
+    rmbench_text,
+)
 from .tables import markdown
 
 METHODS = ("hf", "vllm-eager", "vllm-compiled", "vllm-unshared")
@@ -75,20 +81,8 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], warmup_examp
     warmup = {}
     for method in methods:  # one-time costs (first shapes, compiled graphs) out of the timed chunks
         warmup[method] = call(method, warm)[1]
-    seconds = dict.fromkeys(methods, 0.0)
-    peak = dict.fromkeys(methods, 0)
-    rewards: dict[str, list[float]] = {m: [] for m in methods}
     load_before = os.getloadavg()
-    for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
-        part = pairs[first : first + 6 * chunk]
-        for k in range(len(methods)):
-            method = methods[(i + k) % len(methods)]
-            result, took, extra = call(method, part)
-            rewards[method] += result
-            seconds[method] += took
-            peak[method] = max(peak[method], extra)
-        print(f"  {shape} {name}: {first + len(part)}/{len(pairs)} pairs, "
-              + ", ".join(f"{m} {seconds[m]:.1f} s" for m in methods), file=sys.stderr, flush=True)
+    rewards, seconds, peak = alternate(methods, pairs, chunk, call, f"{shape} {name}")
     rescored = {m: s.rescored for m, s in scorers.items() if hasattr(s, "rescored")}  # warm-up included
     for scorer in scorers.values():
         scorer.close()
@@ -107,36 +101,13 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], warmup_examp
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=4, help="RM-Bench chat examples, 6 responses each")
-    parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    parser.add_argument("--chunk", type=int, default=1, help="examples per alternation (default 1)")
-    parser.add_argument("--data", default=str(DATA), help="RM-Bench chat_filtered.json")
-    parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
-    args = parser.parse_args(argv)
+    args = rmbench_parser(__doc__, 4, METHODS, 1).parse_args(argv)
     if args.table:
         print(markdown(json.loads(pathlib.Path(args.table).read_text())))
         return
-    shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
-    methods = ["hf", *[m for m in args.methods.split(",") if m != "hf"]]
-    for option, values, known in (("--shapes", shapes, SHAPES), ("--methods", methods, METHODS),
-                                  ("--dtypes", dtypes, ("float32", "bfloat16"))):
-        if unknown := [v for v in values if v not in known]:
-            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
-    if args.examples < 1 or args.chunk < 1:
-        raise SystemExit("--examples and --chunk must be >= 1")
-    if not pathlib.Path(args.data).is_file():
-        raise SystemExit(f"RM-Bench chat data not found at {args.data}")
+    shapes, dtypes, methods = rmbench_choices(args, METHODS)
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-
-    from ..hf.tiny import train_tokenizer
-
-    data = json.loads(pathlib.Path(args.data).read_text())
-    tokenizer = train_tokenizer([t for ex in data for t in (ex["prompt"], *ex["chosen"], *ex["rejected"])],
-                                TOKENIZER_VOCAB)
+    data, tokenizer = rmbench_text(args.data)
     examples = data[: args.examples]
     import vllm
 
@@ -147,9 +118,7 @@ def main(argv: list[str] | None = None) -> None:
               "settings": {"methods": methods, "chunk_examples": args.chunk, "threads": torch.get_num_threads(),
                            "max_model_len": MAX_MODEL_LEN, "kv_cache_bytes": KV_CACHE_BYTES, "vllm_in_process": True},
               "runs": []}
-    out = pathlib.Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{slug(info)}-engine-e2e.json"
+    path = result_path(args.out_dir, info, "engine-e2e")
     for dtype in dtypes:
         for shape in shapes:  # the file is rewritten after each run: a stopped sweep keeps what it measured
             result["runs"].append(run_shape(shape, getattr(torch, dtype), examples, data[args.examples], tokenizer,
@@ -157,7 +126,6 @@ def main(argv: list[str] | None = None) -> None:
             path.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     print(f"\nwrote {path}")
-
 
 if __name__ == "__main__":
     main()

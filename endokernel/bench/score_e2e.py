@@ -76,6 +76,28 @@ def relative_difference(actual: list[float], expected: list[float]) -> float:
     return max(0.0 if a == e else abs(a - e) / max(abs(e), 1e-30) for a, e in zip(actual, expected))
 
 
+def alternate(methods: list[str], pairs: list[tuple[str, str]], chunk: int,
+              call: Callable[[str, list[tuple[str, str]]], tuple[list[float], float, int]], label: str
+              ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, int]]:
+    """Each method's (rewards, seconds summed, largest peak extra bytes) on ``pairs``, ``call(method, part)``
+    scoring ``chunk`` examples (6 pairs each) at a time; the methods alternate chunk by chunk, the first of each
+    chunk rotating, so that other work on a shared machine slows them alike. Progress goes to stderr."""
+    seconds = dict.fromkeys(methods, 0.0)
+    peak = dict.fromkeys(methods, 0)
+    rewards: dict[str, list[float]] = {m: [] for m in methods}
+    for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
+        part = pairs[first : first + 6 * chunk]
+        for k in range(len(methods)):
+            method = methods[(i + k) % len(methods)]
+            result, took, extra = call(method, part)
+            rewards[method] += result
+            seconds[method] += took
+            peak[method] = max(peak[method], extra)
+        print(f"  {label}: {first + len(part)}/{len(pairs)} pairs, "
+              + ", ".join(f"{m} {seconds[m]:.1f} s" for m in methods), file=sys.stderr, flush=True)
+    return rewards, seconds, peak
+
+
 def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, methods: list[str],
               chunk: int) -> dict:
     """Every method on every example's six responses, alternating chunk by chunk; seconds, memory, agreement."""
@@ -106,30 +128,23 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
 
     pairs = [(ex["prompt"], response) for ex in examples for response in ex["chosen"] + ex["rejected"]]
     encoded = EndogenousRewardModel(model, tokenizer).encode([p for p, _ in pairs], [r for _, r in pairs])
+
     def call(name: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
         """(rewards, seconds, peak extra bytes) of one method on some pairs."""
         score = scorers[name]
         return measure(lambda: [float(x) for x in score([p for p, _ in part], [r for _, r in part])],
                        torch.device("cpu"))
 
+    def counted_call(name: str, part: list[tuple[str, str]]) -> tuple[list[float], float, int]:
+        counted["tokens"] = 0
+        outcome = call(name, part)
+        decoder_tokens[name] += counted["tokens"]
+        return outcome
+
     warmup = {name: call(name, pairs[:6])[1] for name in methods}  # one-time costs out of the timed chunks
-    seconds = dict.fromkeys(methods, 0.0)
-    peak = dict.fromkeys(methods, 0)
     decoder_tokens = dict.fromkeys(methods, 0)
-    rewards: dict[str, list[float]] = {name: [] for name in methods}
     load_before = os.getloadavg()
-    for i, first in enumerate(range(0, len(pairs), 6 * chunk)):
-        part = pairs[first : first + 6 * chunk]
-        for k in range(len(methods)):
-            name = methods[(i + k) % len(methods)]
-            counted["tokens"] = 0
-            result, took, extra = call(name, part)
-            decoder_tokens[name] += counted["tokens"]
-            rewards[name] += result
-            seconds[name] += took
-            peak[name] = max(peak[name], extra)
-        print(f"  {shape} {dtype}: {first + len(part)}/{len(pairs)} pairs, "
-              + ", ".join(f"{n} {seconds[n]:.1f} s" for n in methods), file=sys.stderr, flush=True)
+    rewards, seconds, peak = alternate(methods, pairs, chunk, counted_call, f"{shape} {dtype}")
     response_tokens = sum(len(ids) - p for ids, p in encoded)
     head = 2 * model.config.vocab_size * model.config.hidden_size
     tflop = {name: (2 * linear_weights * decoder_tokens[name]
@@ -150,39 +165,65 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], tokenizer, m
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=24, help="RM-Bench chat examples, 6 responses each")
+def rmbench_parser(doc: str, examples: int, methods: tuple[str, ...], chunk: int) -> argparse.ArgumentParser:
+    """The options the RM-Bench end-to-end benches share (``engine_e2e`` adds its own)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=examples, help="RM-Bench chat examples, 6 responses each")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, from {', '.join(SHAPES)}")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    parser.add_argument("--chunk", type=int, default=2, help="examples per alternation (default 2)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
+    parser.add_argument("--methods", default=",".join(methods), help=f"comma-separated, from {', '.join(methods)}")
+    parser.add_argument("--chunk", type=int, default=chunk, help=f"examples per alternation (default {chunk})")
     parser.add_argument("--data", default=str(DATA), help="RM-Bench chat_filtered.json")
     parser.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--table", metavar="JSON", help="print the markdown table of a result file and exit")
+    return parser
+
+
+def rmbench_choices(args: argparse.Namespace, methods: tuple[str, ...]) -> tuple[list[str], list[str], list[str]]:
+    """(shapes, dtypes, methods) asked for, the baseline (``methods[0]``) first among the methods; SystemExit
+    naming the option where one is unknown or a count is below 1."""
+    shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
+    chosen = [methods[0], *[m for m in args.methods.split(",") if m != methods[0]]]
+    for option, values, known in (("--shapes", shapes, SHAPES), ("--methods", chosen, methods),
+                                  ("--dtypes", dtypes, ("float32", "bfloat16"))):
+        if unknown := [v for v in values if v not in known]:
+            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
+    if args.examples < 1 or args.chunk < 1:
+        raise SystemExit("--examples and --chunk must be >= 1")
+    if not pathlib.Path(args.data).is_file():
+        raise SystemExit(f"RM-Bench chat data not found at {args.data}")
+    return shapes, dtypes, chosen
+
+
+def rmbench_text(path: str) -> tuple[list[dict], transformers.PreTrainedTokenizerBase]:
+    """RM-Bench chat's examples, and a byte-level BPE tokenizer trained on their text."""
+    from ..hf.tiny import train_tokenizer
+
+    data = json.loads(pathlib.Path(path).read_text())
+    return data, train_tokenizer([t for ex in data for t in (ex["prompt"], *ex["chosen"], *ex["rejected"])],
+                                 TOKENIZER_VOCAB)
+
+
+def result_path(out_dir: str, info: dict, kind: str) -> pathlib.Path:
+    """bench/results/<device>-<date>-<kind>.json (its folder made)."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{slug(info)}-{kind}.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = rmbench_parser(__doc__, 24, METHODS, 2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args(argv)
     if args.table:
         print(markdown(json.loads(pathlib.Path(args.table).read_text())))
         return
-    shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
-    methods = ["original", *[m for m in args.methods.split(",") if m != "original"]]
-    for option, values, known in (("--shapes", shapes, SHAPES), ("--methods", methods, METHODS),
-                                  ("--dtypes", dtypes, ("float32", "bfloat16"))):
-        if unknown := [v for v in values if v not in known]:
-            raise SystemExit(f"{option}: unknown {unknown}; choose from {', '.join(known)}")
-    if args.examples < 1 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
-        raise SystemExit("--examples, --chunk and --threads must be >= 1")
+    shapes, dtypes, methods = rmbench_choices(args, METHODS)
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("--threads must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not pathlib.Path(args.data).is_file():
-        raise SystemExit(f"RM-Bench chat data not found at {args.data}")
-
-    from ..hf.tiny import train_tokenizer
-
-    data = json.loads(pathlib.Path(args.data).read_text())
-    tokenizer = train_tokenizer([t for ex in data for t in (ex["prompt"], *ex["chosen"], *ex["rejected"])],
-                                TOKENIZER_VOCAB)
+    data, tokenizer = rmbench_text(args.data)
     examples = data[: args.examples]
     runs = [run_shape(shape, getattr(torch, dtype), examples, tokenizer, methods, args.chunk)
             for shape in shapes for dtype in dtypes]
@@ -192,13 +233,10 @@ def main(argv: list[str] | None = None) -> None:
               "tokenizer": f"byte-level BPE trained on RM-Bench chat, {len(tokenizer)} tokens",
               "settings": {"methods": methods, "chunk_examples": args.chunk, "threads": torch.get_num_threads()},
               "runs": runs}
-    out = pathlib.Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{slug(info)}-score-e2e.json"
+    path = result_path(args.out_dir, info, "score-e2e")
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     print(f"\nwrote {path}")
-
 
 if __name__ == "__main__":
     main()
