@@ -44,3 +44,19 @@ def test_run_shape_counts_each_methods_matmul_work(monkeypatch):
                 "tokenizer": "tiny", "settings": {"methods": ["original", "score"], "chunk_examples": 1},
                 "runs": [run]}
     assert f"floor {run['matmul_floor_speedup']['score']:.2f}x" in tables.markdown(document)
+
+
+def test_engine_bench_appends_only_runs_measured_alike(tmp_path):
+    from endokernel.bench.engine_e2e import appended
+
+    def result(commit: str, shape: str, chunk: int = 1) -> dict:
+        return {"kind": "engine-e2e", "environment": {"git_commit": commit}, "data": "d", "tokenizer": "t",
+                "settings": {"chunk_examples": chunk}, "runs": [{"shape": shape}]}
+
+    path = tmp_path / "engine-e2e.json"
+    merged = appended(result("abc", "gemma3-270m"), result("abc", "qwen3-0.6b"), path)
+    assert [run["shape"] for run in merged["runs"]] == ["gemma3-270m", "qwen3-0.6b"]
+    with pytest.raises(SystemExit, match="commit abc"):
+        appended(result("abc", "gemma3-270m"), result("def", "qwen3-0.6b"), path)
+    with pytest.raises(SystemExit, match="settings"):
+        appended(result("abc", "gemma3-270m"), result("abc", "qwen3-0.6b", chunk=2), path)

@@ -6,6 +6,10 @@ with torch.compile but without reading the prefix cache (``vllm-unshared``: what
     python -m endokernel.bench.engine_e2e [--examples 4] [--shapes gemma3-270m,qwen3-0.6b]
         [--dtypes float32,bfloat16] [--methods hf,vllm-eager,vllm-compiled,vllm-unshared] [--chunk 1]
     python -m endokernel.bench.engine_e2e --table bench/results/<file>.json
+    python -m endokernel.bench.engine_e2e --shapes qwen3-0.6b --dtypes float32 --append   # one more run
+
+A sweep of every shape and dtype in one process ran out of 24 GB at its fourth run (its resident memory grows run
+by run, the engines being in-process); ``--append`` adds each run from a process of its own to one file.
 
 Every method scores the same pairs in one process; they alternate chunk by chunk (``--chunk`` examples, 6
 responses each; the first method of each chunk rotates), so that other work on a shared machine slows them alike.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 
@@ -86,6 +91,7 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], warmup_examp
     rescored = {m: s.rescored for m, s in scorers.items() if hasattr(s, "rescored")}  # warm-up included
     for scorer in scorers.values():
         scorer.close()
+    shutil.rmtree(folder, ignore_errors=True)
     tokens = sum(len(ids) for ids, _ in encoded)
     return {
         "shape": shape, "config": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str))},
@@ -100,8 +106,25 @@ def run_shape(shape: str, dtype: torch.dtype, examples: list[dict], warmup_examp
     }
 
 
+def appended(previous: dict, result: dict, path: pathlib.Path) -> dict:
+    """``previous`` (a result file) to which ``result``'s runs will be added; SystemExit naming what differs where
+    the two were not measured alike (commit, data, tokenizer, settings)."""
+    for key in ("data", "tokenizer", "settings"):
+        if previous.get(key) != result[key]:
+            raise SystemExit(f"--append: {path} has other {key} ({previous.get(key)!r}, this run {result[key]!r})")
+    commit = previous.get("environment", {}).get("git_commit")
+    if commit != result["environment"]["git_commit"]:
+        raise SystemExit(f"--append: {path} was measured at commit {commit}, this run at "
+                         f"{result['environment']['git_commit']}")
+    return {**previous, "runs": previous["runs"] + result["runs"]}
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = rmbench_parser(__doc__, 4, METHODS, 1).parse_args(argv)
+    parser = rmbench_parser(__doc__, 4, METHODS, 1)
+    parser.add_argument("--append", action="store_true",
+                        help="add the runs to the day's result file (same commit, data and settings) instead of "
+                             "replacing it (a process per run keeps memory low)")
+    args = parser.parse_args(argv)
     if args.table:
         print(markdown(json.loads(pathlib.Path(args.table).read_text())))
         return
@@ -119,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                            "max_model_len": MAX_MODEL_LEN, "kv_cache_bytes": KV_CACHE_BYTES, "vllm_in_process": True},
               "runs": []}
     path = result_path(args.out_dir, info, "engine-e2e")
+    if args.append and path.is_file():
+        result = appended(json.loads(path.read_text()), result, path)
     for dtype in dtypes:
         for shape in shapes:  # the file is rewritten after each run: a stopped sweep keeps what it measured
             result["runs"].append(run_shape(shape, getattr(torch, dtype), examples, data[args.examples], tokenizer,
@@ -126,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             path.write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     print(f"\nwrote {path}")
+
 
 if __name__ == "__main__":
     main()
